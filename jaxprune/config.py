@@ -1,0 +1,271 @@
+"""Model configuration: one small frozen dataclass per block type, plus the stack.
+
+A model is a list of blocks, each ``h <- h + mixer(RMSNorm(h))`` with exactly one mixer:
+
+====  ==================  =====================
+char  mixer               config
+====  ==================  =====================
+M     Mamba2              :class:`Mamba2Config`
+\\*   attention           :class:`AttentionConfig`
+\\-   MLP                 :class:`MLPConfig`
+E     mixture of experts  :class:`MoEConfig`
+====  ==================  =====================
+
+Every block carries its own config, so a pruned model may have different widths in every
+layer. A Llama-style decoder layer is two blocks, ``*`` then ``-``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """Rotary position embedding (HF rotate-half convention).
+
+    ``rotary_dim`` < head_dim gives partial rotary; ``scaling="llama3"`` applies Llama-3.1's
+    frequency-dependent wavelength scaling.
+    """
+
+    theta: float = 10000.0
+    rotary_dim: int | None = None
+    scaling: Literal["default", "llama3"] = "default"
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Causal multi-head / grouped-query attention; query head h reads KV head h // (Hq/Hkv)."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope: RopeConfig | None = None
+    qk_norm: bool = False
+    qkv_bias: bool = False
+    out_bias: bool = False
+    norm_eps: float = 1e-6
+
+    kind = "attention"
+    char = "*"
+
+    def __post_init__(self):
+        _positive(self, "num_heads", "num_kv_heads", "head_dim")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"attention: num_heads={self.num_heads} is not a multiple of "
+                f"num_kv_heads={self.num_kv_heads}"
+            )
+        if self.rope is not None:
+            rd = self.rope.rotary_dim or self.head_dim
+            if rd % 2 or rd > self.head_dim:
+                raise ValueError(f"attention: rotary_dim={rd} must be even and <= head_dim")
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Feed-forward block: ``relu2`` is down(relu(up x)^2) (Nemotron-H); ``swiglu`` is
+    down(silu(gate x) * up x) (Llama family)."""
+
+    intermediate: int
+    activation: Literal["relu2", "swiglu"] = "relu2"
+    bias: bool = False
+
+    kind = "mlp"
+    char = "-"
+
+    def __post_init__(self):
+        _positive(self, "intermediate")
+        _choice(self, "activation", ("relu2", "swiglu"))
+
+
+@dataclass(frozen=True)
+class Mamba2Config:
+    """Mamba2 mixer. Intermediate width I = num_heads * head_dim; conv over [x | B | C]."""
+
+    num_heads: int
+    head_dim: int
+    state: int
+    n_groups: int = 1
+    conv_kernel: int = 4
+    chunk_size: int = 128
+    conv_bias: bool = True
+    proj_bias: bool = False
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_floor: float = 1e-4
+    dt_limit: tuple[float, float] = (0.0, INF)
+    norm_eps: float = 1e-5
+
+    kind = "mamba2"
+    char = "M"
+
+    def __post_init__(self):
+        _positive(self, "num_heads", "head_dim", "state", "n_groups", "conv_kernel", "chunk_size")
+        if self.num_heads % self.n_groups:
+            raise ValueError(
+                f"mamba2: num_heads={self.num_heads} is not a multiple of n_groups={self.n_groups}"
+            )
+        object.__setattr__(self, "dt_limit", tuple(float(v) for v in self.dt_limit))
+
+    @property
+    def intermediate(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.intermediate + 2 * self.n_groups * self.state
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """Routed experts plus an optional shared expert.
+
+    ``router="sigmoid"``: sigmoid scores, score-correction bias for selection only,
+    group-limited top-k (Nemotron-H, DeepSeek-V3). ``router="softmax"``: softmax top-k
+    (Qwen3-MoE, Mixtral). ``latent`` projects tokens d -> latent before the experts.
+    """
+
+    num_experts: int
+    top_k: int
+    intermediate: int
+    activation: Literal["relu2", "swiglu"] = "relu2"
+    router: Literal["sigmoid", "softmax"] = "sigmoid"
+    n_group: int = 1
+    topk_group: int = 1
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 1.0
+    shared_intermediate: int = 0
+    latent: int | None = None
+    dispatch: Literal["sorted", "dense"] = "sorted"
+
+    kind = "moe"
+    char = "E"
+
+    def __post_init__(self):
+        _positive(self, "num_experts", "top_k", "intermediate", "n_group", "topk_group")
+        _choice(self, "activation", ("relu2", "swiglu"))
+        _choice(self, "router", ("sigmoid", "softmax"))
+        _choice(self, "dispatch", ("sorted", "dense"))
+        if self.top_k > self.num_experts:
+            raise ValueError(f"moe: top_k={self.top_k} > num_experts={self.num_experts}")
+        if self.num_experts % self.n_group or self.topk_group > self.n_group:
+            raise ValueError(
+                f"moe: num_experts={self.num_experts} must split into n_group={self.n_group} "
+                f"groups and topk_group={self.topk_group} <= n_group"
+            )
+        if self.topk_group * (self.num_experts // self.n_group) < self.top_k:
+            raise ValueError("moe: topk_group groups hold fewer than top_k experts")
+
+
+LayerConfig = Mamba2Config | AttentionConfig | MLPConfig | MoEConfig
+LAYER_TYPES: dict[str, type] = {c.char: c for c in (Mamba2Config, AttentionConfig, MLPConfig, MoEConfig)}
+_BY_KIND: dict[str, type] = {c.kind: c for c in LAYER_TYPES.values()}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A hybrid stack: embeddings, ``layers`` (pre-norm residual blocks), final norm, LM head.
+
+    ``dtype`` is the compute dtype; parameters are stored in ``param_dtype``. Norms, the SSD
+    scan, softmax and the logits are computed in fp32 whatever ``dtype`` is.
+    """
+
+    vocab_size: int
+    hidden: int
+    layers: tuple[LayerConfig, ...]
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    initializer_range: float = 0.02
+    name: str = field(default="hybrid", compare=False)
+
+    def __post_init__(self):
+        _positive(self, "vocab_size", "hidden")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("model: at least one layer is required")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, tuple(LAYER_TYPES.values())):
+                raise ValueError(f"model: layer {i} has unsupported config {type(layer).__name__}")
+
+    @property
+    def pattern(self) -> str:
+        """The block pattern string, e.g. ``"M-M*-"``."""
+        return "".join(layer.char for layer in self.layers)
+
+    @classmethod
+    def from_pattern(
+        cls,
+        pattern: str,
+        *,
+        vocab_size: int,
+        hidden: int,
+        mamba: Mamba2Config | None = None,
+        attention: AttentionConfig | None = None,
+        mlp: MLPConfig | None = None,
+        moe: MoEConfig | None = None,
+        **kwargs: Any,
+    ) -> ModelConfig:
+        """Build a homogeneous stack from a pattern of ``M``, ``*``, ``-``, ``E``.
+
+        Megatron-style ``|`` separators are ignored.
+        """
+        given = {"M": mamba, "*": attention, "-": mlp, "E": moe}
+        layers = []
+        for i, ch in enumerate(pattern.replace("|", "")):
+            if ch not in given:
+                raise ValueError(f"pattern {pattern!r}: unknown block {ch!r} at {i} (use M * - E)")
+            if given[ch] is None:
+                name = LAYER_TYPES[ch].__name__
+                raise ValueError(f"pattern {pattern!r} has {ch!r} blocks but no {name} was given")
+            layers.append(given[ch])
+        return cls(vocab_size=vocab_size, hidden=hidden, layers=tuple(layers), **kwargs)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``inf`` stays a float: write it with ``allow_nan``)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "layers"}
+        d["layers"] = [{"kind": layer.kind, **dataclasses.asdict(layer)} for layer in self.layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        layers = []
+        for i, raw in enumerate(d.pop("layers")):
+            raw = dict(raw)
+            kind = raw.pop("kind", None)
+            if kind not in _BY_KIND:
+                raise ValueError(f"model config: layer {i} has unknown kind {kind!r}")
+            if kind == "attention" and raw.get("rope") is not None:
+                raw["rope"] = RopeConfig(**raw["rope"])
+            if kind == "mamba2" and "dt_limit" in raw:
+                raw["dt_limit"] = tuple(raw["dt_limit"])
+            layers.append(_BY_KIND[kind](**raw))
+        return cls(layers=tuple(layers), **d)
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{type(cfg).__name__}.{n} must be a positive int, got {v!r}")
+
+
+def _choice(cfg: Any, name: str, options: tuple[str, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in options:
+        raise ValueError(f"{type(cfg).__name__}.{name}={v!r}; expected one of {options}")
+

@@ -1,0 +1,1 @@
+"""Numerical kernels (pure-JAX references and accelerator kernels) used by jaxprune."""

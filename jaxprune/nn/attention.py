@@ -1,0 +1,88 @@
+"""Attention block: GQA with optional RoPE, q/k norm (Qwen3) and qkv bias (Qwen2)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.config import AttentionConfig
+from jaxprune.nn.cache import KVCache
+from jaxprune.nn.params import normal, ones, param, zeros
+from jaxprune.ops.attention import causal_mask, gqa_attention
+from jaxprune.ops.norms import rms_norm
+from jaxprune.ops.rope import apply_rope, rope_inv_freq
+
+
+class Attention(nnx.Module):
+    """Causal self-attention. Kernels: q (d, Hq, D), k/v (d, Hkv, D), o (Hq, D, d)."""
+
+    def __init__(self, cfg: AttentionConfig, hidden: int, *, dtype="float32",
+                 param_dtype="float32", init_std: float = 0.02, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.dtype = jnp.dtype(dtype)
+        hq, hkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        init = normal(init_std)
+        self.q_proj = param(rngs, (hidden, hq, d), ("embed", "heads", "head_dim"), init, param_dtype)
+        self.k_proj = param(rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init,
+                            param_dtype)
+        self.v_proj = param(rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init,
+                            param_dtype)
+        self.o_proj = param(rngs, (hq, d, hidden), ("heads", "head_dim", "embed"), init, param_dtype)
+        if cfg.qkv_bias:
+            self.q_bias = param(rngs, (hq, d), ("heads", "head_dim"), zeros, param_dtype)
+            self.k_bias = param(rngs, (hkv, d), ("kv_heads", "head_dim"), zeros, param_dtype)
+            self.v_bias = param(rngs, (hkv, d), ("kv_heads", "head_dim"), zeros, param_dtype)
+        if cfg.out_bias:
+            self.o_bias = param(rngs, (hidden,), ("embed",), zeros, param_dtype)
+        if cfg.qk_norm:
+            self.q_norm = param(rngs, (d,), ("head_dim",), ones, param_dtype)
+            self.k_norm = param(rngs, (d,), ("head_dim",), ones, param_dtype)
+        self.inv_freq = None if cfg.rope is None else tuple(rope_inv_freq(cfg.rope, d).tolist())
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        positions: jax.Array,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+        pos: jax.Array | None = None,
+        **unused,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """x (b, T, d); positions (b, T) int. With ``cache`` the T new keys are written at
+        ``pos`` and the queries attend to every cached key at or before their position.
+        Returns (b, T, d) and the updated cache."""
+        cfg, dt = self.cfg, self.dtype
+        x = x.astype(dt)
+        q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
+        k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...].astype(dt))
+        v = jnp.einsum("btd,dhk->bthk", x, self.v_proj[...].astype(dt))
+        if cfg.qkv_bias:
+            q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
+                       v + self.v_bias[...].astype(dt))
+        if cfg.qk_norm:
+            q = rms_norm(q, self.q_norm[...], cfg.norm_eps)
+            k = rms_norm(k, self.k_norm[...], cfg.norm_eps)
+        if self.inv_freq is not None:
+            inv = jnp.asarray(self.inv_freq, jnp.float32)
+            q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
+        if cache is None:
+            mask = causal_mask(positions, positions, segment_ids, segment_ids)
+        else:
+            kc = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, pos, 0, 0))
+            vc = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, pos, 0, 0))
+            cache = KVCache(kc, vc)
+            b, s = x.shape[0], kc.shape[1]
+            k_pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+            mask = causal_mask(pos + jnp.arange(x.shape[1], dtype=jnp.int32)[None], k_pos)
+            k, v = kc.astype(dt), vc.astype(dt)
+        out = gqa_attention(q, k, v, mask)
+        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
+        if cfg.out_bias:
+            y = y + self.o_bias[...].astype(dt)
+        return y, cache
+
+    def init_cache(self, batch: int, max_len: int, dtype) -> KVCache:
+        shape = (batch, max_len, self.cfg.num_kv_heads, self.cfg.head_dim)
+        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))

@@ -1,0 +1,140 @@
+"""The hybrid language model: embeddings, pre-norm residual blocks, final norm, LM head."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.config import AttentionConfig, LayerConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.nn.attention import Attention
+from jaxprune.nn.cache import Cache
+from jaxprune.nn.mamba2 import Mamba2
+from jaxprune.nn.mlp import MLP
+from jaxprune.nn.moe import MoE
+from jaxprune.nn.norms import RMSNorm
+from jaxprune.nn.params import normal, param
+
+_MIXERS = {Mamba2Config: Mamba2, AttentionConfig: Attention, MLPConfig: MLP}
+
+
+def mixer_class(cfg: LayerConfig) -> type[nnx.Module]:
+    return _MIXERS.get(type(cfg), MoE)
+
+
+class Block(nnx.Module):
+    """``h + mixer(RMSNorm(h))``."""
+
+    def __init__(self, cfg: LayerConfig, model: ModelConfig, *, rngs: nnx.Rngs):
+        self.norm = RMSNorm(model.hidden, model.norm_eps, param_dtype=model.param_dtype, rngs=rngs)
+        self.mixer = mixer_class(cfg)(
+            cfg, model.hidden, dtype=model.dtype, param_dtype=model.param_dtype,
+            init_std=model.initializer_range, rngs=rngs,
+        )
+
+    def __call__(self, h: jax.Array, **kw) -> tuple[jax.Array, object]:
+        y, cache = self.mixer(self.norm(h), **kw)
+        return h + y.astype(h.dtype), cache
+
+
+class HybridLM(nnx.Module):
+    """A causal LM over any sequence of Mamba2 / attention / MLP / MoE blocks.
+
+    ``model(tokens)`` gives logits for training and scoring; ``model.step(tokens, cache)``
+    runs prefill or decoding against a :class:`Cache` from ``model.init_cache``.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.dtype = jnp.dtype(cfg.dtype)
+        init = normal(cfg.initializer_range)
+        self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), init,
+                           cfg.param_dtype)
+        self.blocks = nnx.List([Block(layer, cfg, rngs=rngs) for layer in cfg.layers])
+        self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, param_dtype=cfg.param_dtype,
+                                  rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = param(rngs, (cfg.hidden, cfg.vocab_size), ("embed", "vocab"), init,
+                                 cfg.param_dtype)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        positions: jax.Array | None = None,
+        seq_idx: jax.Array | None = None,
+    ) -> jax.Array:
+        """tokens (b, T) int -> logits (b, T, V) fp32.
+
+        ``seq_idx`` (b, T) int marks packed documents: no attention, conv tap or SSM state
+        crosses a change of id. ``positions`` (b, T) defaults to 0..T-1 (RoPE only).
+        """
+        h = self.embed_tokens(tokens)
+        if positions is None:
+            positions = _arange_positions(tokens, 0)
+        for block in self.blocks:
+            h, _ = block(h, positions=positions, seq_idx=seq_idx, segment_ids=seq_idx)
+        return self.logits(h)
+
+    def step(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+        """Process ``tokens`` (b, T) after the ``cache.pos`` tokens already cached.
+
+        Prefill is ``step(prompt, model.init_cache(...))``; decoding is T = 1.
+        Returns logits (b, T, V) fp32 and the updated cache.
+        """
+        h = self.embed_tokens(tokens)
+        positions = _arange_positions(tokens, cache.pos)
+        new = []
+        for block, c in zip(self.blocks, cache.layers, strict=True):
+            h, c = block(h, positions=positions, cache=c, pos=cache.pos)
+            new.append(c)
+        return self.logits(h), Cache(tuple(new), cache.pos + tokens.shape[1])
+
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        """(b, T) int -> (b, T, d) in the compute dtype."""
+        return jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """Final norm and LM head: (b, T, d) -> (b, T, V) fp32."""
+        h = self.final_norm(h)
+        w = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
+        return jnp.einsum("btd,dv->btv", h, w.astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> Cache:
+        """Empty caches for ``batch`` sequences of up to ``max_len`` tokens. The KV and conv
+        caches use ``dtype`` (default: the compute dtype); SSM states are always fp32."""
+        dtype = jnp.dtype(dtype or self.dtype)
+        layers = []
+        for block in self.blocks:
+            mixer = block.mixer
+            if isinstance(mixer, Attention):
+                layers.append(mixer.init_cache(batch, max_len, dtype))
+            elif isinstance(mixer, Mamba2):
+                layers.append(mixer.init_cache(batch, dtype))
+            else:
+                layers.append(None)
+        return Cache(tuple(layers), jnp.zeros((), jnp.int32))
+
+
+def _arange_positions(tokens: jax.Array, start) -> jax.Array:
+    b, t = tokens.shape
+    return jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+
+
+def init_model(cfg: ModelConfig, seed: int = 0, *, mesh=None, rules=None) -> HybridLM:
+    """Build a model with one jitted init. With ``mesh`` every parameter is created already
+    sharded by the logical-axis ``rules`` (default: ``jaxprune.sharding.RULES``)."""
+    from jaxprune import sharding
+
+    def make(key: jax.Array) -> nnx.State:
+        return nnx.state(HybridLM(cfg, rngs=nnx.Rngs(params=key)))
+
+    abstract = nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
+    out_shardings = None
+    if mesh is not None:
+        shardings = sharding.state_shardings(nnx.state(abstract), mesh, rules or sharding.RULES)
+        out_shardings = jax.tree.map(lambda v: v.get_value(), shardings,
+                                     is_leaf=lambda x: isinstance(x, nnx.Variable))
+    state = jax.jit(make, out_shardings=out_shardings)(jax.random.key(seed))
+    return nnx.merge(nnx.graphdef(abstract), state)

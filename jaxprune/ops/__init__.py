@@ -1,0 +1,1 @@
+"""Pure jnp math: norms, rotary embeddings, attention, causal conv, MLP activations, MoE."""

@@ -1,0 +1,34 @@
+"""Feed-forward math: relu^2 (Nemotron-H) and SwiGLU (Llama family)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def relu2(x: jax.Array) -> jax.Array:
+    """Squared ReLU."""
+    return jnp.square(jax.nn.relu(x))
+
+
+def mlp(
+    x: jax.Array,
+    w_up: jax.Array,
+    w_down: jax.Array,
+    w_gate: jax.Array | None = None,
+    b_up: jax.Array | None = None,
+    b_down: jax.Array | None = None,
+    b_gate: jax.Array | None = None,
+) -> jax.Array:
+    """``down(act(x @ up))``: relu^2 when ``w_gate`` is None, else ``silu(x @ gate) * (x @ up)``.
+
+    x (..., d); w_up, w_gate (d, F); w_down (F, d) -> (..., d).
+    """
+    h = _dense(x, w_up, b_up)
+    h = relu2(h) if w_gate is None else jax.nn.silu(_dense(x, w_gate, b_gate)) * h
+    return _dense(h, w_down, b_down)
+
+
+def _dense(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
+    y = jnp.einsum("...d,df->...f", x, w.astype(x.dtype))
+    return y if b is None else y + b.astype(x.dtype)
