@@ -167,7 +167,9 @@ class MoEConfig:
 
 
 LayerConfig = Mamba2Config | AttentionConfig | MLPConfig | MoEConfig
-LAYER_TYPES: dict[str, type] = {c.char: c for c in (Mamba2Config, AttentionConfig, MLPConfig, MoEConfig)}
+LAYER_TYPES: dict[str, type] = {
+    c.char: c for c in (Mamba2Config, AttentionConfig, MLPConfig, MoEConfig)
+}
 _BY_KIND: dict[str, type] = {c.kind: c for c in LAYER_TYPES.values()}
 
 
@@ -268,4 +270,3 @@ def _choice(cfg: Any, name: str, options: tuple[str, ...]) -> None:
     v = getattr(cfg, name)
     if v not in options:
         raise ValueError(f"{type(cfg).__name__}.{name}={v!r}; expected one of {options}")
-

@@ -59,7 +59,9 @@ def make_mesh(
             raise ValueError(f"make_mesh: {len(devices)} devices do not divide by {known}")
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(f"make_mesh: axes {sizes} need {np.prod(sizes)} devices, have {len(devices)}")
+        raise ValueError(
+            f"make_mesh: axes {sizes} need {np.prod(sizes)} devices, have {len(devices)}"
+        )
     grid = np.asarray(devices).reshape(sizes)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 

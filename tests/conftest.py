@@ -25,8 +25,9 @@ from jaxprune.config import (  # noqa: E402
 MAMBA = Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=8)
 ATTN = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=6)
 MLP = MLPConfig(intermediate=29)
-MOE = MoEConfig(num_experts=4, top_k=2, intermediate=11, n_group=2, topk_group=1,
-                shared_intermediate=13)
+MOE = MoEConfig(
+    num_experts=4, top_k=2, intermediate=11, n_group=2, topk_group=1, shared_intermediate=13
+)
 
 
 def hybrid_config(**kw) -> ModelConfig:
@@ -38,12 +39,21 @@ def hybrid_config(**kw) -> ModelConfig:
 
 def llama_config(**kw) -> ModelConfig:
     """A Llama / Qwen-style stack: (attention with RoPE, SwiGLU) x 2."""
-    attn = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=8,
-                           rope=RopeConfig(theta=500.0, rotary_dim=6), qk_norm=True,
-                           qkv_bias=True)
+    attn = AttentionConfig(
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        rope=RopeConfig(theta=500.0, rotary_dim=6),
+        qk_norm=True,
+        qkv_bias=True,
+    )
     return ModelConfig.from_pattern(
-        "*-*-", vocab_size=53, hidden=20, attention=attn,
-        mlp=MLPConfig(intermediate=23, activation="swiglu"), **kw,
+        "*-*-",
+        vocab_size=53,
+        hidden=20,
+        attention=attn,
+        mlp=MLPConfig(intermediate=23, activation="swiglu"),
+        **kw,
     )
 
 

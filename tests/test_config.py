@@ -16,14 +16,24 @@ def test_pattern_parsing_builds_one_block_per_char():
     cfg = hybrid_config()
     assert cfg.pattern == "M-*EM-"
     assert [type(layer) for layer in cfg.layers] == [
-        Mamba2Config, MLPConfig, AttentionConfig, MoEConfig, Mamba2Config, MLPConfig
+        Mamba2Config,
+        MLPConfig,
+        AttentionConfig,
+        MoEConfig,
+        Mamba2Config,
+        MLPConfig,
     ]
 
 
 def test_megatron_separators_are_ignored():
-    cfg = ModelConfig.from_pattern("M-|M*", vocab_size=7, hidden=8,
-                                   mamba=Mamba2Config(2, 4, 4), mlp=MLPConfig(4),
-                                   attention=AttentionConfig(2, 1, 4))
+    cfg = ModelConfig.from_pattern(
+        "M-|M*",
+        vocab_size=7,
+        hidden=8,
+        mamba=Mamba2Config(2, 4, 4),
+        mlp=MLPConfig(4),
+        attention=AttentionConfig(2, 1, 4),
+    )
     assert cfg.pattern == "M-M*"
 
 
@@ -39,7 +49,10 @@ def test_bad_patterns_raise_clear_errors(pattern, message):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Mamba2Config(num_heads=6, head_dim=4, state=4, n_groups=4), "multiple of n_groups"),
+        (
+            lambda: Mamba2Config(num_heads=6, head_dim=4, state=4, n_groups=4),
+            "multiple of n_groups",
+        ),
         (lambda: AttentionConfig(num_heads=6, num_kv_heads=4, head_dim=4), "num_kv_heads"),
         (lambda: MoEConfig(num_experts=4, top_k=5, intermediate=3), "top_k=5"),
         (lambda: MoEConfig(num_experts=6, top_k=2, intermediate=3, n_group=4), "n_group"),

@@ -42,8 +42,9 @@ def test_sharded_forward_and_grad_equal_single_device():
     sharded = init_model(cfg, 0, mesh=mesh)
     single = init_model(cfg, 0)
     specs = state_shardings(nnx.state(sharded), mesh)
-    for (path, v), (_, s) in zip(nnx.to_flat_state(nnx.state(sharded)),
-                                 nnx.to_flat_state(specs), strict=True):
+    for (path, v), (_, s) in zip(
+        nnx.to_flat_state(nnx.state(sharded)), nnx.to_flat_state(specs), strict=True
+    ):
         assert v[...].sharding.spec == s.get_value().spec, path
     tokens = jax.random.randint(jax.random.key(0), (4, 12), 0, cfg.vocab_size)
     tokens_sharded = jax.device_put(tokens, batch_sharding(mesh))
@@ -54,6 +55,7 @@ def test_sharded_forward_and_grad_equal_single_device():
     f = jax.jit(jax.value_and_grad(loss))
     (l1, g1), (l2, g2) = f(sharded, tokens_sharded), f(single, tokens)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
-    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(g1)), nnx.to_flat_state(nnx.state(g2)),
-                                 strict=True):
+    for (path, a), (_, b) in zip(
+        nnx.to_flat_state(nnx.state(g1)), nnx.to_flat_state(nnx.state(g2)), strict=True
+    ):
         np.testing.assert_allclose(a[...], b[...], rtol=1e-4, atol=1e-6, err_msg=str(path))

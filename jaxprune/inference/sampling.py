@@ -35,7 +35,7 @@ def _top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly before each token
     keep_sorted = before < top_p
-    keep = jnp.zeros_like(keep_sorted).at[
-        jnp.arange(logits.shape[0])[:, None], order
-    ].set(keep_sorted)
+    keep = (
+        jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+    )
     return jnp.where(keep, logits, -jnp.inf)

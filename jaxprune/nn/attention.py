@@ -17,18 +17,32 @@ from jaxprune.ops.rope import apply_rope, rope_inv_freq
 class Attention(nnx.Module):
     """Causal self-attention. Kernels: q (d, Hq, D), k/v (d, Hkv, D), o (Hq, D, d)."""
 
-    def __init__(self, cfg: AttentionConfig, hidden: int, *, dtype="float32",
-                 param_dtype="float32", init_std: float = 0.02, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: AttentionConfig,
+        hidden: int,
+        *,
+        dtype="float32",
+        param_dtype="float32",
+        init_std: float = 0.02,
+        rngs: nnx.Rngs,
+    ):
         self.cfg = cfg
         self.dtype = jnp.dtype(dtype)
         hq, hkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         init = normal(init_std)
-        self.q_proj = param(rngs, (hidden, hq, d), ("embed", "heads", "head_dim"), init, param_dtype)
-        self.k_proj = param(rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init,
-                            param_dtype)
-        self.v_proj = param(rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init,
-                            param_dtype)
-        self.o_proj = param(rngs, (hq, d, hidden), ("heads", "head_dim", "embed"), init, param_dtype)
+        self.q_proj = param(
+            rngs, (hidden, hq, d), ("embed", "heads", "head_dim"), init, param_dtype
+        )
+        self.k_proj = param(
+            rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init, param_dtype
+        )
+        self.v_proj = param(
+            rngs, (hidden, hkv, d), ("embed", "kv_heads", "head_dim"), init, param_dtype
+        )
+        self.o_proj = param(
+            rngs, (hq, d, hidden), ("heads", "head_dim", "embed"), init, param_dtype
+        )
         if cfg.qkv_bias:
             self.q_bias = param(rngs, (hq, d), ("heads", "head_dim"), zeros, param_dtype)
             self.k_bias = param(rngs, (hkv, d), ("kv_heads", "head_dim"), zeros, param_dtype)
@@ -59,8 +73,11 @@ class Attention(nnx.Module):
         k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...].astype(dt))
         v = jnp.einsum("btd,dhk->bthk", x, self.v_proj[...].astype(dt))
         if cfg.qkv_bias:
-            q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
-                       v + self.v_bias[...].astype(dt))
+            q, k, v = (
+                q + self.q_bias[...].astype(dt),
+                k + self.k_bias[...].astype(dt),
+                v + self.v_bias[...].astype(dt),
+            )
         if cfg.qk_norm:
             q = rms_norm(q, self.q_norm[...], cfg.norm_eps)
             k = rms_norm(k, self.k_norm[...], cfg.norm_eps)

@@ -50,4 +50,3 @@ class Cache:
                 out["ssm"] += c.ssm.nbytes
                 out["conv"] += c.conv.nbytes
         return out
-

@@ -26,8 +26,16 @@ _GN = ("ssm_groups", "ssm_state")
 class Mamba2(nnx.Module):
     """Kernels: z/x (d, H, P), B/C (d, G, N), dt (d, H), out (H, P, d); conv taps (K, ...)."""
 
-    def __init__(self, cfg: Mamba2Config, hidden: int, *, dtype="float32",
-                 param_dtype="float32", init_std: float = 0.02, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: Mamba2Config,
+        hidden: int,
+        *,
+        dtype="float32",
+        param_dtype="float32",
+        init_std: float = 0.02,
+        rngs: nnx.Rngs,
+    ):
         self.cfg = cfg
         self.dtype = jnp.dtype(dtype)
         h, p, n, g, k = cfg.num_heads, cfg.head_dim, cfg.state, cfg.n_groups, cfg.conv_kernel
@@ -52,8 +60,9 @@ class Mamba2(nnx.Module):
             self.conv_x_bias = param(rngs, (h, p), _HP, zeros, pd)
             self.conv_B_bias = param(rngs, (g, n), _GN, zeros, pd)
             self.conv_C_bias = param(rngs, (g, n), _GN, zeros, pd)
-        self.A_log = nnx.Param(jnp.log(jnp.arange(1, h + 1, dtype=jnp.float32)).astype(pd),
-                               axes=("ssm_heads",))
+        self.A_log = nnx.Param(
+            jnp.log(jnp.arange(1, h + 1, dtype=jnp.float32)).astype(pd), axes=("ssm_heads",)
+        )
         self.D = param(rngs, (h,), ("ssm_heads",), ones, pd)
         self.dt_bias = nnx.Param(_dt_bias_init(rngs.params(), cfg).astype(pd), axes=("ssm_heads",))
         self.norm = param(rngs, (h, p), _HP, ones, pd)
@@ -77,14 +86,23 @@ class Mamba2(nnx.Module):
             [self._proj(u, nm).reshape(b, t, -1) for nm in ("x_proj", "B_proj", "C_proj")], -1
         )
         dt = self._proj(u, "dt_proj")
-        w = jnp.concatenate([self.conv_x[...].reshape(cfg.conv_kernel, -1),
-                             self.conv_B[...].reshape(cfg.conv_kernel, -1),
-                             self.conv_C[...].reshape(cfg.conv_kernel, -1)], -1)
+        w = jnp.concatenate(
+            [
+                self.conv_x[...].reshape(cfg.conv_kernel, -1),
+                self.conv_B[...].reshape(cfg.conv_kernel, -1),
+                self.conv_C[...].reshape(cfg.conv_kernel, -1),
+            ],
+            -1,
+        )
         bias = None
         if cfg.conv_bias:
-            bias = jnp.concatenate([self.conv_x_bias[...].reshape(-1),
-                                    self.conv_B_bias[...].reshape(-1),
-                                    self.conv_C_bias[...].reshape(-1)])
+            bias = jnp.concatenate(
+                [
+                    self.conv_x_bias[...].reshape(-1),
+                    self.conv_B_bias[...].reshape(-1),
+                    self.conv_C_bias[...].reshape(-1),
+                ]
+            )
         xbc, conv_state = causal_conv1d(
             xbc, w, bias, state=None if cache is None else cache.conv, seq_idx=seq_idx
         )
@@ -100,14 +118,27 @@ class Mamba2(nnx.Module):
             y = (y + D[:, None] * x[:, 0].astype(jnp.float32))[:, None].astype(dt_)
         else:
             y, ssm = mamba_chunk_scan(
-                x, dt, A, B, C, cfg.chunk_size, D=D, dt_bias=self.dt_bias[...],
-                dt_softplus=True, dt_limit=cfg.dt_limit,
+                x,
+                dt,
+                A,
+                B,
+                C,
+                cfg.chunk_size,
+                D=D,
+                dt_bias=self.dt_bias[...],
+                dt_softplus=True,
+                dt_limit=cfg.dt_limit,
                 initial_states=None if cache is None else cache.ssm,
-                seq_idx=seq_idx, return_final_states=True,
+                seq_idx=seq_idx,
+                return_final_states=True,
             )
         r = h // g
-        y = gated_rms_norm(y.reshape(b, t, g, r * p), z.reshape(b, t, g, r * p),
-                           self.norm[...].reshape(g, r * p), cfg.norm_eps).reshape(b, t, h, p)
+        y = gated_rms_norm(
+            y.reshape(b, t, g, r * p),
+            z.reshape(b, t, g, r * p),
+            self.norm[...].reshape(g, r * p),
+            cfg.norm_eps,
+        ).reshape(b, t, h, p)
         out = jnp.einsum("bthp,hpd->btd", y, self.out_proj[...].astype(dt_))
         if cfg.proj_bias:
             out = out + self.out_proj_bias[...].astype(dt_)
@@ -135,5 +166,3 @@ def _dt_bias_init(key: jax.Array, cfg: Mamba2Config) -> jax.Array:
     dt = jnp.exp(jax.random.uniform(key, (cfg.num_heads,)) * (hi - lo) + lo)
     dt = jnp.maximum(dt, cfg.dt_floor)
     return dt + jnp.log(-jnp.expm1(-dt))
-
-

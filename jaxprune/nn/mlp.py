@@ -14,8 +14,16 @@ from jaxprune.ops.mlp import mlp
 class MLP(nnx.Module):
     """Kernels: up / gate (d, F), down (F, d)."""
 
-    def __init__(self, cfg: MLPConfig, hidden: int, *, dtype="float32", param_dtype="float32",
-                 init_std: float = 0.02, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: MLPConfig,
+        hidden: int,
+        *,
+        dtype="float32",
+        param_dtype="float32",
+        init_std: float = 0.02,
+        rngs: nnx.Rngs,
+    ):
         self.cfg = cfg
         self.dtype = jnp.dtype(dtype)
         f, init = cfg.intermediate, normal(init_std)

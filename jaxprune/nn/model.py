@@ -28,8 +28,12 @@ class Block(nnx.Module):
     def __init__(self, cfg: LayerConfig, model: ModelConfig, *, rngs: nnx.Rngs):
         self.norm = RMSNorm(model.hidden, model.norm_eps, param_dtype=model.param_dtype, rngs=rngs)
         self.mixer = mixer_class(cfg)(
-            cfg, model.hidden, dtype=model.dtype, param_dtype=model.param_dtype,
-            init_std=model.initializer_range, rngs=rngs,
+            cfg,
+            model.hidden,
+            dtype=model.dtype,
+            param_dtype=model.param_dtype,
+            init_std=model.initializer_range,
+            rngs=rngs,
         )
 
     def __call__(self, h: jax.Array, **kw) -> tuple[jax.Array, object]:
@@ -48,14 +52,15 @@ class HybridLM(nnx.Module):
         self.config = cfg
         self.dtype = jnp.dtype(cfg.dtype)
         init = normal(cfg.initializer_range)
-        self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), init,
-                           cfg.param_dtype)
+        self.embed = param(
+            rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), init, cfg.param_dtype
+        )
         self.blocks = nnx.List([Block(layer, cfg, rngs=rngs) for layer in cfg.layers])
-        self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, param_dtype=cfg.param_dtype,
-                                  rngs=rngs)
+        self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, param_dtype=cfg.param_dtype, rngs=rngs)
         if not cfg.tie_embeddings:
-            self.lm_head = param(rngs, (cfg.hidden, cfg.vocab_size), ("embed", "vocab"), init,
-                                 cfg.param_dtype)
+            self.lm_head = param(
+                rngs, (cfg.hidden, cfg.vocab_size), ("embed", "vocab"), init, cfg.param_dtype
+            )
 
     def __call__(
         self,
@@ -98,8 +103,9 @@ class HybridLM(nnx.Module):
         """Final norm and LM head: (b, T, d) -> (b, T, V) fp32."""
         h = self.final_norm(h)
         w = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
-        return jnp.einsum("btd,dv->btv", h, w.astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "btd,dv->btv", h, w.astype(self.dtype), preferred_element_type=jnp.float32
+        )
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> Cache:
         """Empty caches for ``batch`` sequences of up to ``max_len`` tokens. The KV and conv
@@ -134,7 +140,8 @@ def init_model(cfg: ModelConfig, seed: int = 0, *, mesh=None, rules=None) -> Hyb
     out_shardings = None
     if mesh is not None:
         shardings = sharding.state_shardings(nnx.state(abstract), mesh, rules or sharding.RULES)
-        out_shardings = jax.tree.map(lambda v: v.get_value(), shardings,
-                                     is_leaf=lambda x: isinstance(x, nnx.Variable))
+        out_shardings = jax.tree.map(
+            lambda v: v.get_value(), shardings, is_leaf=lambda x: isinstance(x, nnx.Variable)
+        )
     state = jax.jit(make, out_shardings=out_shardings)(jax.random.key(seed))
     return nnx.merge(nnx.graphdef(abstract), state)

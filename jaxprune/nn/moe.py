@@ -1,4 +1,4 @@
-"""Mixture-of-experts block: router, routed experts, optional shared expert and latent projection."""
+"""Mixture-of-experts block: router, routed experts, optional shared expert, latent projection."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ from jaxprune.ops import moe as moe_ops
 
 
 class MoE(nnx.Module):
-    """Router (d, E) fp32; experts up / gate (E, d_e, F), down (E, F, d_e) with d_e = latent or d."""
+    """Router (d, E) fp32; experts up/gate (E, d_e, F), down (E, F, d_e); d_e = latent or d."""
 
-    def __init__(self, cfg: MoEConfig, hidden: int, *, dtype="float32", param_dtype="float32",
-                 init_std: float = 0.02, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: MoEConfig,
+        hidden: int,
+        *,
+        dtype="float32",
+        param_dtype="float32",
+        init_std: float = 0.02,
+        rngs: nnx.Rngs,
+    ):
         self.cfg = cfg
         self.dtype = jnp.dtype(dtype)
         e, f, init, pd = cfg.num_experts, cfg.intermediate, normal(init_std), param_dtype
@@ -28,14 +36,17 @@ class MoE(nnx.Module):
         self.up_proj = param(rngs, (e, de, f), ax, init, pd)
         if cfg.activation == "swiglu":
             self.gate_proj = param(rngs, (e, de, f), ax, init, pd)
-        self.down_proj = param(rngs, (e, f, de), ("experts", "expert_mlp", "expert_embed"), init, pd)
+        self.down_proj = param(
+            rngs, (e, f, de), ("experts", "expert_mlp", "expert_embed"), init, pd
+        )
         if cfg.latent:
             self.latent_in = param(rngs, (hidden, de), ("embed", "latent"), init, pd)
             self.latent_out = param(rngs, (de, hidden), ("latent", "embed"), init, pd)
         if cfg.shared_intermediate:
             shared = MLPConfig(cfg.shared_intermediate, cfg.activation)
-            self.shared = MLP(shared, hidden, dtype=dtype, param_dtype=pd, init_std=init_std,
-                              rngs=rngs)
+            self.shared = MLP(
+                shared, hidden, dtype=dtype, param_dtype=pd, init_std=init_std, rngs=rngs
+            )
 
     def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x (n, d) -> routing weights (n, k) fp32 and expert indices (n, k)."""
@@ -43,8 +54,12 @@ class MoE(nnx.Module):
         logits = jnp.einsum("nd,de->ne", x.astype(jnp.float32), self.router[...])
         if cfg.router == "sigmoid":
             return moe_ops.route_sigmoid(
-                logits, self.correction_bias[...], top_k=cfg.top_k, n_group=cfg.n_group,
-                topk_group=cfg.topk_group, norm_topk_prob=cfg.norm_topk_prob,
+                logits,
+                self.correction_bias[...],
+                top_k=cfg.top_k,
+                n_group=cfg.n_group,
+                topk_group=cfg.topk_group,
+                norm_topk_prob=cfg.norm_topk_prob,
                 routed_scaling_factor=cfg.routed_scaling_factor,
             )
         w, idx = moe_ops.route_softmax(logits, top_k=cfg.top_k, norm_topk_prob=cfg.norm_topk_prob)
@@ -59,8 +74,9 @@ class MoE(nnx.Module):
         xe = x @ self.latent_in[...].astype(dt) if cfg.latent else x
         dispatch = moe_ops.moe_sorted if cfg.dispatch == "sorted" else moe_ops.moe_dense
         gate = self.gate_proj[...].astype(dt) if cfg.activation == "swiglu" else None
-        y = dispatch(xe, weights, idx, self.up_proj[...].astype(dt),
-                     self.down_proj[...].astype(dt), gate)
+        y = dispatch(
+            xe, weights, idx, self.up_proj[...].astype(dt), self.down_proj[...].astype(dt), gate
+        )
         if cfg.latent:
             y = y @ self.latent_out[...].astype(dt)
         if cfg.shared_intermediate:

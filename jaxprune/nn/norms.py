@@ -12,8 +12,15 @@ from jaxprune.ops.norms import rms_norm
 class RMSNorm(nnx.Module):
     """RMSNorm over the last axis (fp32 math). x (..., d) -> (..., d)."""
 
-    def __init__(self, dim: int, eps: float, *, axis_name: str = "embed", param_dtype="float32",
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        axis_name: str = "embed",
+        param_dtype="float32",
+        rngs: nnx.Rngs,
+    ):
         self.eps = eps
         self.weight = param(rngs, (dim,), (axis_name,), ones, param_dtype)
 

@@ -16,7 +16,9 @@ class Buffer(nnx.Variable):
 
 
 def normal(std: float) -> Init:
-    return lambda key, shape, dtype: (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+    return lambda key, shape, dtype: (std * jax.random.normal(key, shape, jnp.float32)).astype(
+        dtype
+    )
 
 
 def uniform(bound: float) -> Init:

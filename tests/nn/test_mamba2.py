@@ -25,14 +25,21 @@ def naive_mamba2(m: Mamba2, u: np.ndarray) -> np.ndarray:
     P = {path[-1]: np.asarray(v[...], np.float64) for path, v in nnx.to_flat_state(nnx.state(m))}
     b, t, d = u.shape
     z = np.einsum("btd,dhp->bthp", u, P["z_proj"]).reshape(b, t, h * p)
-    xbc = np.concatenate([np.einsum("btd,dhp->bthp", u, P["x_proj"]).reshape(b, t, -1),
-                          np.einsum("btd,dgn->btgn", u, P["B_proj"]).reshape(b, t, -1),
-                          np.einsum("btd,dgn->btgn", u, P["C_proj"]).reshape(b, t, -1)], -1)
+    xbc = np.concatenate(
+        [
+            np.einsum("btd,dhp->bthp", u, P["x_proj"]).reshape(b, t, -1),
+            np.einsum("btd,dgn->btgn", u, P["B_proj"]).reshape(b, t, -1),
+            np.einsum("btd,dgn->btgn", u, P["C_proj"]).reshape(b, t, -1),
+        ],
+        -1,
+    )
     dt = np.einsum("btd,dh->bth", u, P["dt_proj"])
-    w = np.concatenate([P["conv_x"].reshape(k, -1), P["conv_B"].reshape(k, -1),
-                        P["conv_C"].reshape(k, -1)], -1)
-    bias = np.concatenate([P["conv_x_bias"].ravel(), P["conv_B_bias"].ravel(),
-                           P["conv_C_bias"].ravel()])
+    w = np.concatenate(
+        [P["conv_x"].reshape(k, -1), P["conv_B"].reshape(k, -1), P["conv_C"].reshape(k, -1)], -1
+    )
+    bias = np.concatenate(
+        [P["conv_x_bias"].ravel(), P["conv_B_bias"].ravel(), P["conv_C_bias"].ravel()]
+    )
     pad = np.concatenate([np.zeros((b, k - 1, xbc.shape[-1])), xbc], 1)
     conv = np.stack([(pad[:, i : i + k] * w).sum(1) for i in range(t)], 1) + bias
     conv = _silu(conv)
@@ -46,11 +53,16 @@ def naive_mamba2(m: Mamba2, u: np.ndarray) -> np.ndarray:
     for i in range(t):
         for head in range(h):
             grp = head // (h // g)
-            state[:, head] = (np.exp(dt[:, i, head] * A[head])[:, None, None] * state[:, head]
-                              + dt[:, i, head][:, None, None]
-                              * x[:, i, head][:, :, None] * B[:, i, grp][:, None, :])
-        ys.append(np.einsum("bhpn,bhn->bhp", state, np.repeat(C[:, i], h // g, axis=1))
-                  + P["D"][None, :, None] * x[:, i])
+            state[:, head] = (
+                np.exp(dt[:, i, head] * A[head])[:, None, None] * state[:, head]
+                + dt[:, i, head][:, None, None]
+                * x[:, i, head][:, :, None]
+                * B[:, i, grp][:, None, :]
+            )
+        ys.append(
+            np.einsum("bhpn,bhn->bhp", state, np.repeat(C[:, i], h // g, axis=1))
+            + P["D"][None, :, None] * x[:, i]
+        )
     y = np.stack(ys, 1).reshape(b, t, h * p) * _silu(z)
     gs = h * p // g
     yg = y.reshape(b, t, g, gs)
@@ -62,8 +74,9 @@ def naive_mamba2(m: Mamba2, u: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("groups", [1, 2, 6])
 @pytest.mark.parametrize("dt_limit", [(0.0, float("inf")), (0.05, 0.5)])
 def test_mixer_matches_naive_recurrence(groups, dt_limit):
-    cfg = Mamba2Config(num_heads=6, head_dim=3, state=5, n_groups=groups, chunk_size=4,
-                       dt_limit=dt_limit)
+    cfg = Mamba2Config(
+        num_heads=6, head_dim=3, state=5, n_groups=groups, chunk_size=4, dt_limit=dt_limit
+    )
     m = Mamba2(cfg, 7, rngs=nnx.Rngs(groups))
     # non-trivial biases so every parameter is exercised
     for name in ("conv_x_bias", "conv_B_bias", "conv_C_bias", "norm", "D"):

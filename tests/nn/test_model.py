@@ -136,8 +136,9 @@ def test_moe_dispatch_modes_agree(hybrid_cfg):
     sorted_model = HybridLM(hybrid_cfg, rngs=nnx.Rngs(5))
     dense_model = HybridLM(hybrid_cfg.replace(layers=dense_layers), rngs=nnx.Rngs(5))
     tokens = _tokens(hybrid_cfg)
-    np.testing.assert_allclose(_forward(dense_model, tokens), _forward(sorted_model, tokens),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _forward(dense_model, tokens), _forward(sorted_model, tokens), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_bf16_compute_stays_close_to_fp32(hybrid_cfg):

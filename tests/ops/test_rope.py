@@ -46,8 +46,14 @@ def test_rope_scores_depend_only_on_relative_position():
 
 
 def test_llama3_scaling_follows_the_three_bands():
-    cfg = RopeConfig(theta=500000.0, scaling="llama3", factor=8.0, low_freq_factor=1.0,
-                     high_freq_factor=4.0, original_max_position=8192)
+    cfg = RopeConfig(
+        theta=500000.0,
+        scaling="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position=8192,
+    )
     base = rope_inv_freq(RopeConfig(theta=500000.0), 128)
     got = rope_inv_freq(cfg, 128)
     wavelen = 2 * math.pi / base
