@@ -20,8 +20,20 @@ def test_info_reads_a_config_json(tmp_path, capsys):
 
 
 def test_check_runs_every_check_on_a_small_model(capsys):
-    code = main(["check", "--preset", "tiny-hybrid", "--batch", "2", "--seq-len", "12",
-                 "--new-tokens", "4", "--json"])
+    code = main(
+        [
+            "check",
+            "--preset",
+            "tiny-hybrid",
+            "--batch",
+            "2",
+            "--seq-len",
+            "12",
+            "--new-tokens",
+            "4",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"]
     assert len(report["checks"]) == 4
