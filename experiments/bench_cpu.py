@@ -1,9 +1,11 @@
 """CPU benchmark: the ~10M-parameter Nemotron-H-like model and the SSD scan alone.
 
     python experiments/bench_cpu.py [--out runs/bench_cpu] [--reps 5] [--skip-sequential]
+                                    [--skip-torch]
 
 Times (best and median of ``--reps`` compiled calls, compilation excluded):
-  model  forward and forward+backward of ``bench-10m`` at batch 4 x 512, fp32;
+  model  forward and forward+backward of ``bench-10m`` at batch 4 x 512, fp32; the same
+         model in transformers' NemotronH (PyTorch CPU path) when it is installed;
   ssd    the chunked SSD reference and the sequential scan at a Nemotron-H-8B layer
          shape (b=1, T=2048, H=128, P=64, N=128, G=8, chunk 128), forward and fwd+bwd.
 Writes ``results.json`` and ``results.md`` under ``--out`` and prints the table.
@@ -29,12 +31,12 @@ from jaxprune.nn.model import init_model
 from jaxprune.presets import bench_10m
 
 
-def timeit(fn, reps: int) -> dict:
-    jax.block_until_ready(fn())  # compile + warm up
+def timeit(fn, reps: int, sync=jax.block_until_ready) -> dict:
+    sync(fn())  # compile + warm up
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn())
+        sync(fn())
         times.append(time.perf_counter() - t0)
     return {"best_s": min(times), "median_s": statistics.median(times)}
 
@@ -58,6 +60,61 @@ def bench_model(reps: int) -> list[dict]:
         rows.append(
             {
                 "what": f"bench-10m {name}",
+                "shape": "b=4, T=512, fp32",
+                **t,
+                "tokens_per_s": 4 * 512 / t["best_s"],
+            }
+        )
+    return rows
+
+
+def bench_torch(reps: int) -> list[dict]:
+    """The same model in transformers' NemotronH (PyTorch reference path), when installed."""
+    try:
+        import torch
+        from transformers import NemotronHConfig, NemotronHForCausalLM
+    except ImportError:
+        return []
+    torch.set_num_threads(os.cpu_count() or 1)
+    c = bench_10m()
+    m, a, f = c.layers[0], c.layers[5], c.layers[1]
+    hf = NemotronHConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden,
+        hybrid_override_pattern=c.pattern,
+        num_attention_heads=a.num_heads,
+        num_key_value_heads=a.num_kv_heads,
+        head_dim=a.head_dim,
+        intermediate_size=f.intermediate,
+        mamba_num_heads=m.num_heads,
+        mamba_head_dim=m.head_dim,
+        ssm_state_size=m.state,
+        n_groups=m.n_groups,
+        chunk_size=m.chunk_size,
+        expand=m.intermediate // c.hidden,
+    )
+    model = NemotronHForCausalLM(hf)
+    tokens = torch.randint(0, c.vocab_size, (4, 513))
+
+    def loss():
+        return model(tokens[:, :-1], labels=tokens[:, :-1]).loss
+
+    def fwd():
+        with torch.inference_mode():
+            return loss()
+
+    def fwd_bwd():
+        model.zero_grad()
+        out = loss()
+        out.backward()
+        return out
+
+    rows = []
+    for name, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
+        t = timeit(fn, reps, sync=lambda r: r)
+        rows.append(
+            {
+                "what": f"bench-10m {name}, transformers NemotronH (torch {torch.__version__})",
                 "shape": "b=4, T=512, fp32",
                 **t,
                 "tokens_per_s": 4 * 512 / t["best_s"],
@@ -124,8 +181,12 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_cpu")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--skip-torch", action="store_true", help="skip the transformers baseline")
     args = ap.parse_args()
-    rows = bench_model(args.reps) + bench_ssd(args.reps, not args.skip_sequential)
+    rows = bench_model(args.reps)
+    if not args.skip_torch:
+        rows += bench_torch(args.reps)
+    rows += bench_ssd(args.reps, not args.skip_sequential)
     meta = {"machine": machine(), "date": date.today().isoformat(), "reps": args.reps}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
