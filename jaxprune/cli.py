@@ -1,8 +1,11 @@
 """The ``jaxprune`` command line.
 
-Commands so far:
-  check  build a built-in model, verify cached decoding and causality, generate, time it
-  info   parameter counts (total / active / per block type) of a preset or config JSON
+Commands:
+  check    build a built-in model, verify cached decoding and causality, generate, time it
+  info     parameter counts (total / active / per block type) of a preset or config JSON
+  convert  HF / PyTorch model directory -> native checkpoint
+  export   native checkpoint -> HF directory that transformers loads unchanged
+  eval     next-token cross-entropy and perplexity of a model on a data file
 """
 
 from __future__ import annotations
@@ -85,6 +88,49 @@ def _print_check(r: dict) -> None:
     print(f"{'all checks passed' if r['ok'] else 'CHECKS FAILED'} in {r['seconds']} s")
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import convert
+
+    out = convert(args.src, args.out, dtype=args.dtype)
+    print(f"wrote native checkpoint {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import export
+    from jaxprune.converters.fsutil import parse_size
+
+    shard = parse_size(args.shard_size) if args.shard_size else None
+    out = export(args.src, args.out, dtype=args.dtype, shard_size=shard, model_type=args.model_type)
+    print(f"wrote HF model {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import load_model
+    from jaxprune.evaluation import evaluate_lm_loss, load_eval_rows
+
+    model, _ = load_model(args.model)
+    tokenizer = None
+    tok_file = Path(args.model) / "tokenizer.json"
+    if tok_file.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tok_file))
+    rows = load_eval_rows(
+        args.data, seq_len=args.seq_len, tokenizer=tokenizer, max_rows=args.max_rows
+    )
+    result = evaluate_lm_loss(model, rows, batch_size=args.batch_size, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"loss {result['loss']:.4f} nats, ppl {result['ppl']:.3f} over "
+            f"{result['tokens']:,} tokens ({result['rows']} rows)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,18 +153,51 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new-tokens", type=int, default=32)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(fn=cmd_check)
+
+    sp = sub.add_parser("convert", help="HF / PyTorch directory -> native checkpoint")
+    sp.add_argument("src")
+    sp.add_argument("out")
+    sp.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="store parameters in this dtype (default: as in the source)",
+    )
+    sp.set_defaults(fn=cmd_convert)
+
+    sp = sub.add_parser("export", help="native checkpoint -> HF directory")
+    sp.add_argument("src")
+    sp.add_argument("out")
+    sp.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    sp.add_argument("--shard-size", default=None, help="e.g. 5GB; default: one file")
+    sp.add_argument(
+        "--model-type",
+        default=None,
+        help="HF model_type to write (default: the source's, else inferred)",
+    )
+    sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("eval", help="mean next-token cross-entropy and perplexity")
+    sp.add_argument("model", help="a native checkpoint or an HF directory")
+    sp.add_argument("--data", required=True, help=".txt, .jsonl (text field) or .npy token ids")
+    sp.add_argument("--seq-len", type=int, default=512)
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--max-rows", type=int, default=None)
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(fn=cmd_eval)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for name in ("batch", "seq_len", "new_tokens"):
+        for name in ("batch", "seq_len", "new_tokens", "batch_size"):
             if getattr(args, name, 1) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
         return args.fn(args)
-    except CLIError as e:
-        print(f"jaxprune: error: {e}", file=sys.stderr)
+    except (CLIError, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"jaxprune: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -43,7 +43,11 @@ class RopeConfig:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """Causal multi-head / grouped-query attention; query head h reads KV head h // (Hq/Hkv)."""
+    """Causal multi-head / grouped-query attention; query head h reads KV head h // (Hq/Hkv).
+
+    ``sliding_window`` W lets a query see only the W most recent keys (itself included),
+    as transformers' Mistral / Qwen2 do.
+    """
 
     num_heads: int
     num_kv_heads: int
@@ -53,6 +57,7 @@ class AttentionConfig:
     qkv_bias: bool = False
     out_bias: bool = False
     norm_eps: float = 1e-6
+    sliding_window: int | None = None
 
     kind = "attention"
     char = "*"
@@ -89,7 +94,12 @@ class MLPConfig:
 
 @dataclass(frozen=True)
 class Mamba2Config:
-    """Mamba2 mixer. Intermediate width I = num_heads * head_dim; conv over [x | B | C]."""
+    """Mamba2 mixer. Intermediate width I = num_heads * head_dim; conv over [x | B | C].
+
+    ``dt_limit`` clamps dt after softplus. ``decode_dt_limit`` (None: the same) is the clamp
+    of the one-token decode step; transformers' NemotronH clamps prefill at time_step_min
+    but not decode, and a converted model reproduces that.
+    """
 
     num_heads: int
     head_dim: int
@@ -103,6 +113,7 @@ class Mamba2Config:
     dt_max: float = 0.1
     dt_floor: float = 1e-4
     dt_limit: tuple[float, float] = (0.0, INF)
+    decode_dt_limit: tuple[float, float] | None = None
     norm_eps: float = 1e-5
 
     kind = "mamba2"
@@ -115,6 +126,9 @@ class Mamba2Config:
                 f"mamba2: num_heads={self.num_heads} is not a multiple of n_groups={self.n_groups}"
             )
         object.__setattr__(self, "dt_limit", tuple(float(v) for v in self.dt_limit))
+        if self.decode_dt_limit is not None:
+            limit = tuple(float(v) for v in self.decode_dt_limit)
+            object.__setattr__(self, "decode_dt_limit", limit)
 
     @property
     def intermediate(self) -> int:
@@ -253,8 +267,9 @@ class ModelConfig:
                 raise ValueError(f"model config: layer {i} has unknown kind {kind!r}")
             if kind == "attention" and raw.get("rope") is not None:
                 raw["rope"] = RopeConfig(**raw["rope"])
-            if kind == "mamba2" and "dt_limit" in raw:
-                raw["dt_limit"] = tuple(raw["dt_limit"])
+            for key in ("dt_limit", "decode_dt_limit"):
+                if kind == "mamba2" and raw.get(key) is not None:
+                    raw[key] = tuple(raw[key])
             layers.append(_BY_KIND[kind](**raw))
         return cls(layers=tuple(layers), **d)
 

@@ -85,14 +85,15 @@ class Attention(nnx.Module):
             inv = jnp.asarray(self.inv_freq, jnp.float32)
             q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
         if cache is None:
-            mask = causal_mask(positions, positions, segment_ids, segment_ids)
+            mask = causal_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
         else:
             kc = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, pos, 0, 0))
             vc = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, pos, 0, 0))
             cache = KVCache(kc, vc)
             b, s = x.shape[0], kc.shape[1]
             k_pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-            mask = causal_mask(pos + jnp.arange(x.shape[1], dtype=jnp.int32)[None], k_pos)
+            q_pos = pos + jnp.arange(x.shape[1], dtype=jnp.int32)[None]
+            mask = causal_mask(q_pos, k_pos, window=cfg.sliding_window)
             k, v = kc.astype(dt), vc.astype(dt)
         out = gqa_attention(q, k, v, mask)
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))

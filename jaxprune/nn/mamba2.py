@@ -113,7 +113,8 @@ class Mamba2(nnx.Module):
         A = -jnp.exp(self.A_log[...].astype(jnp.float32))
         D = self.D[...].astype(jnp.float32)
         if cache is not None and t == 1:
-            dtp = process_dt(dt[:, 0], self.dt_bias[...], True, cfg.dt_limit)
+            limit = cfg.dt_limit if cfg.decode_dt_limit is None else cfg.decode_dt_limit
+            dtp = process_dt(dt[:, 0], self.dt_bias[...], True, limit)
             y, ssm = ssd_step(cache.ssm, x[:, 0], dtp, A, B[:, 0], C[:, 0])
             y = (y + D[:, None] * x[:, 0].astype(jnp.float32))[:, None].astype(dt_)
         else:

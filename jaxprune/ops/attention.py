@@ -13,10 +13,13 @@ def causal_mask(
     k_pos: jax.Array,
     q_seg: jax.Array | None = None,
     k_seg: jax.Array | None = None,
+    window: int | None = None,
 ) -> jax.Array:
-    """Boolean (b, Tq, Tk) mask: key position <= query position and, when segments are
-    given, the same segment. q_pos (b, Tq), k_pos (b, Tk) int."""
+    """Boolean (b, Tq, Tk) mask: key position <= query position, within ``window`` of it,
+    and, when segments are given, the same segment. q_pos (b, Tq), k_pos (b, Tk) int."""
     mask = k_pos[:, None, :] <= q_pos[:, :, None]
+    if window is not None:
+        mask &= k_pos[:, None, :] > q_pos[:, :, None] - window
     if q_seg is not None:
         mask &= q_seg[:, :, None] == k_seg[:, None, :]
     return mask
