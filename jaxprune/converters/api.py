@@ -185,12 +185,14 @@ def export(
     model_type: str | None = None,
     meta: dict | None = None,
     aux_dir: str | Path | None = None,
+    per_layer_mlp: bool = False,
 ) -> Path:
     """A native checkpoint (path) or an in-memory model -> an HF directory at ``out``.
 
     The HF config starts from the source's original config (when known) with every width
     and count replaced. Raises ValueError if the model cannot be expressed for
-    transformers (e.g. per-layer widths that differ).
+    transformers (e.g. per-layer widths that differ). ``per_layer_mlp`` (Nemotron-H only)
+    writes per-layer MLP widths as a list, a form vLLM reads but transformers cannot.
     """
     np_dtype = _dtype(dtype)
     if isinstance(src, HybridLM):
@@ -208,9 +210,16 @@ def export(
         aux_dir = aux_dir or src
     model_type = model_type or meta.get("family") or infer_model_type(cfg)
     fam = family_module(model_type)
-    fam.check_exportable(cfg, model_type)
+    options = {}
+    if per_layer_mlp:
+        if model_type != "nemotron_h":
+            raise ValueError(
+                f"per-layer MLP widths can only be written for nemotron_h, not {model_type}"
+            )
+        options["per_layer_mlp"] = True
+    fam.check_exportable(cfg, model_type, **options)
     template = meta.get("hf_config") if meta.get("family") == model_type else None
-    hf = fam.config_to_hf(cfg, template, model_type)
+    hf = fam.config_to_hf(cfg, template, model_type, **options)
     hf["dtype"] = "bfloat16" if np_dtype == DTYPES["bf16"] else "float32"
     hf.pop("torch_dtype", None)
     by_group = dict(rule_groups(fam.rules(cfg)))

@@ -19,7 +19,7 @@ from safetensors import safe_open  # noqa: E402
 from jaxprune.config import Mamba2Config, MLPConfig, ModelConfig  # noqa: E402
 from jaxprune.converters.api import convert, export, load_hf, load_model  # noqa: E402
 from jaxprune.nn.model import init_model  # noqa: E402
-from tests.converters.hf_models import FAMILIES, logits, random_model, save  # noqa: E402
+from jaxprune.testing.hf_models import FAMILIES, logits, random_model, save  # noqa: E402
 
 TOKENS = np.random.default_rng(0).integers(0, 61, size=(2, 11))
 
@@ -171,3 +171,24 @@ def test_pytorch_bin_and_legacy_config(tmp_path):
     assert "Infinity" in (legacy / "config.json").read_text()
     model, _ = load_model(legacy)
     np.testing.assert_allclose(_ours(model), logits(m, TOKENS), atol=1e-4, rtol=0)
+
+
+def test_per_layer_mlp_widths_only_as_an_explicit_option(tmp_path):
+    mamba = Mamba2Config(
+        num_heads=2,
+        head_dim=4,
+        state=4,
+        n_groups=1,
+        chunk_size=4,
+        dt_limit=(1e-3, float("inf")),
+        decode_dt_limit=(0.0, float("inf")),
+    )
+    layers = (mamba, MLPConfig(8), mamba, MLPConfig(12))
+    model = init_model(ModelConfig(vocab_size=11, hidden=8, layers=layers), 0)
+    with pytest.raises(ValueError, match=r"layers 3 \(mlp, differs from layer 1\)"):
+        export(model, tmp_path / "strict", model_type="nemotron_h")
+    export(model, tmp_path / "vllm", model_type="nemotron_h", per_layer_mlp=True)
+    cfg = json.loads((tmp_path / "vllm" / "config.json").read_text())
+    assert cfg["intermediate_size"] == [8, 12]
+    with pytest.raises(ValueError, match="only be written for nemotron_h"):
+        export(model, tmp_path / "llama", model_type="llama", per_layer_mlp=True)

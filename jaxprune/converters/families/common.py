@@ -137,13 +137,17 @@ def require(hf: dict, *names: str):
     return v
 
 
-def uniform_or_raise(cfg) -> None:
-    """Raise naming the layers whose config differs from the first block of the same kind."""
+def uniform_or_raise(cfg, *, per_layer_mlp: bool = False) -> None:
+    """Raise naming the layers whose config differs from the first block of the same kind.
+
+    ``per_layer_mlp`` lets MLP widths differ (written as a per-layer list)."""
     first: dict[str, tuple[int, object]] = {}
     bad = []
     for i, layer in enumerate(cfg.layers):
         if isinstance(layer, AttentionConfig):  # HF configs do express per-layer windows
             layer = dataclasses.replace(layer, sliding_window=None)
+        if per_layer_mlp and isinstance(layer, MLPConfig):
+            layer = dataclasses.replace(layer, intermediate=1)
         j, ref = first.setdefault(layer.kind, (i, layer))
         if layer != ref:
             bad.append(f"{i} ({layer.kind}, differs from layer {j})")

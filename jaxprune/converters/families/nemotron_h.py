@@ -194,8 +194,13 @@ def _moe_rules(hf: str, nat: str, c: MoEConfig, d: int) -> list[Rule]:
     return out
 
 
-def config_to_hf(cfg: ModelConfig, template: dict | None, model_type: str) -> dict:
-    """An HF config for ``cfg``: the template's fields, with every width / count replaced."""
+def config_to_hf(
+    cfg: ModelConfig, template: dict | None, model_type: str, *, per_layer_mlp: bool = False
+) -> dict:
+    """An HF config for ``cfg``: the template's fields, with every width / count replaced.
+
+    ``per_layer_mlp`` writes ``intermediate_size`` as a list with one width per ``-`` block
+    (the form vLLM accepts; transformers cannot load it)."""
     hf = dict(template or {})
     d = cfg.hidden
     ms = [x for x in cfg.layers if isinstance(x, Mamba2Config)]
@@ -254,9 +259,10 @@ def config_to_hf(cfg: ModelConfig, template: dict | None, model_type: str) -> di
         hf.update(
             num_attention_heads=a.num_heads, num_key_value_heads=a.num_kv_heads, head_dim=a.head_dim
         )
-    f = next((x for x in cfg.layers if isinstance(x, MLPConfig)), None)
-    if f is not None:
-        hf.update(intermediate_size=f.intermediate, mlp_bias=f.bias)
+    mlps = [x for x in cfg.layers if isinstance(x, MLPConfig)]
+    if mlps:
+        widths = [x.intermediate for x in mlps]
+        hf.update(intermediate_size=widths if per_layer_mlp else widths[0], mlp_bias=mlps[0].bias)
     e = next((x for x in cfg.layers if isinstance(x, MoEConfig)), None)
     if e is not None:
         hf.update(
@@ -273,9 +279,9 @@ def config_to_hf(cfg: ModelConfig, template: dict | None, model_type: str) -> di
     return hf
 
 
-def check_exportable(cfg: ModelConfig, model_type: str) -> None:
+def check_exportable(cfg: ModelConfig, model_type: str, *, per_layer_mlp: bool = False) -> None:
     """Refuse configs that the HF model would compute differently (one clear message)."""
-    uniform_or_raise(cfg)
+    uniform_or_raise(cfg, per_layer_mlp=per_layer_mlp)
     for i, m in enumerate(cfg.layers):
         if not isinstance(m, Mamba2Config):
             continue

@@ -1,0 +1,1 @@
+"""Helpers for tests and experiments (tiny reference models); needs the `test` extra."""
