@@ -62,11 +62,13 @@ class Attention(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         pos: jax.Array | None = None,
+        tap=None,
         **unused,
     ) -> tuple[jax.Array, KVCache | None]:
         """x (b, T, d); positions (b, T) int. With ``cache`` the T new keys are written at
         ``pos`` and the queries attend to every cached key at or before their position.
-        Returns (b, T, d) and the updated cache."""
+        Returns (b, T, d) and the updated cache. ``tap("heads", out)`` sees the o_proj input
+        (b, T, Hq, head_dim)."""
         cfg, dt = self.cfg, self.dtype
         x = x.astype(dt)
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
@@ -96,6 +98,8 @@ class Attention(nnx.Module):
             mask = causal_mask(q_pos, k_pos, window=cfg.sliding_window)
             k, v = kc.astype(dt), vc.astype(dt)
         out = gqa_attention(q, k, v, mask)
+        if tap is not None:
+            tap("heads", out)
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
         if cfg.out_bias:
             y = y + self.o_bias[...].astype(dt)

@@ -74,16 +74,28 @@ class Mamba2(nnx.Module):
         *,
         cache: MambaCache | None = None,
         seq_idx: jax.Array | None = None,
+        mask: jax.Array | None = None,
+        tap=None,
         **unused,
     ) -> tuple[jax.Array, MambaCache | None]:
-        """u (b, T, d) -> ((b, T, d), cache). With ``cache`` the scan starts from its state."""
+        """u (b, T, d) -> ((b, T, d), cache). With ``cache`` the scan starts from its state.
+
+        ``mask`` (H, P) 0/1 restricts the gated norm of each group to the kept (head,
+        channel) pairs (a masked model's removed weights are zero, so nothing else
+        changes). ``tap("mamba_x", x)`` sees the x slice of the input projection (b,T,H,P).
+        """
         cfg, dt_ = self.cfg, self.dtype
         b, t, _ = u.shape
         h, p, n, g = cfg.num_heads, cfg.head_dim, cfg.state, cfg.n_groups
         u = u.astype(dt_)
         z = self._proj(u, "z_proj")
+        x_in = self._proj(u, "x_proj")
+        if tap is not None:
+            tap("mamba_x", x_in)
         xbc = jnp.concatenate(
-            [self._proj(u, nm).reshape(b, t, -1) for nm in ("x_proj", "B_proj", "C_proj")], -1
+            [x_in.reshape(b, t, -1)]
+            + [self._proj(u, nm).reshape(b, t, -1) for nm in ("B_proj", "C_proj")],
+            -1,
         )
         dt = self._proj(u, "dt_proj")
         w = jnp.concatenate(
@@ -139,6 +151,7 @@ class Mamba2(nnx.Module):
             z.reshape(b, t, g, r * p),
             self.norm[...].reshape(g, r * p),
             cfg.norm_eps,
+            None if mask is None else mask.reshape(g, r * p),
         ).reshape(b, t, h, p)
         out = jnp.einsum("bthp,hpd->btd", y, self.out_proj[...].astype(dt_))
         if cfg.proj_bias:

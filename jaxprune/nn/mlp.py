@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.config import MLPConfig
 from jaxprune.nn.params import normal, param, zeros
-from jaxprune.ops.mlp import mlp
+from jaxprune.ops.mlp import dense, mlp_hidden
+
+Tap = Callable[[str, object], None]
 
 
 class MLP(nnx.Module):
@@ -37,17 +41,16 @@ class MLP(nnx.Module):
                 self.gate_bias = param(rngs, (f,), ("mlp",), zeros, param_dtype)
             self.down_bias = param(rngs, (hidden,), ("embed",), zeros, param_dtype)
 
-    def __call__(self, x: jax.Array, **unused) -> tuple[jax.Array, None]:
-        """x (b, T, d) -> ((b, T, d), None)."""
-        swiglu = self.cfg.activation == "swiglu"
-        bias = self.cfg.bias
-        y = mlp(
-            x.astype(self.dtype),
-            self.up_proj[...],
-            self.down_proj[...],
-            self.gate_proj[...] if swiglu else None,
+    def __call__(self, x: jax.Array, *, tap: Tap | None = None, **unused) -> tuple[jax.Array, None]:
+        """x (..., d) -> ((..., d), None). ``tap("mlp", h)`` sees the down projection's input."""
+        swiglu, bias, dt = self.cfg.activation == "swiglu", self.cfg.bias, self.dtype
+        h = mlp_hidden(
+            x.astype(dt),
+            self.up_proj[...].astype(dt),
+            self.gate_proj[...].astype(dt) if swiglu else None,
             self.up_bias[...] if bias else None,
-            self.down_bias[...] if bias else None,
             self.gate_bias[...] if bias and swiglu else None,
         )
-        return y, None
+        if tap is not None:
+            tap("mlp", h)
+        return dense(h, self.down_proj[...].astype(dt), self.down_bias[...] if bias else None), None

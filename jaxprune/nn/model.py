@@ -36,9 +36,30 @@ class Block(nnx.Module):
             rngs=rngs,
         )
 
-    def __call__(self, h: jax.Array, **kw) -> tuple[jax.Array, object]:
-        y, cache = self.mixer(self.norm(h), **kw)
-        return h + y.astype(h.dtype), cache
+    def __call__(
+        self,
+        h: jax.Array,
+        *,
+        hidden_mask: jax.Array | None = None,
+        mask: dict | None = None,
+        tap=None,
+        **kw,
+    ) -> tuple[jax.Array, object]:
+        """h (b, T, d). ``mask``: this block's activation masks, ``{"keep": 0/1 scalar,
+        "mixer": mixer mask}`` (see ``jaxprune.pruning.masks``); ``tap`` sees ``hidden`` (the
+        normed input), the mixer's taps and ``io`` = (h_in, h_out)."""
+        x = self.norm(h, hidden_mask)
+        if tap is not None:
+            tap("hidden", x)
+        mixer_mask = None if mask is None else mask.get("mixer")
+        y, cache = self.mixer(x, mask=mixer_mask, tap=tap, **kw)
+        y = y.astype(h.dtype)
+        if mask is not None and "keep" in mask:
+            y = y * mask["keep"].astype(y.dtype)
+        out = h + y
+        if tap is not None:
+            tap("io", (h, out))
+        return out, cache
 
 
 class HybridLM(nnx.Module):
@@ -68,18 +89,35 @@ class HybridLM(nnx.Module):
         *,
         positions: jax.Array | None = None,
         seq_idx: jax.Array | None = None,
+        masks: dict | None = None,
+        tap=None,
     ) -> jax.Array:
         """tokens (b, T) int -> logits (b, T, V) fp32.
 
         ``seq_idx`` (b, T) int marks packed documents: no attention, conv tap or SSM state
         crosses a change of id. ``positions`` (b, T) defaults to 0..T-1 (RoPE only).
+        ``masks``: activation masks of a masked (pruned-in-place) model, ``{"hidden": (d,),
+        "blocks": (per-block mask dict, ...)}`` from ``jaxprune.pruning.masks``.
+        ``tap(name, value)`` is called at trace time with intermediate activations named
+        ``blocks.<i>.<name>`` and ``final_hidden`` (used by calibration).
         """
+        masks = masks or {}
+        hidden_mask, block_masks = masks.get("hidden"), masks.get("blocks")
         h = self.embed_tokens(tokens)
         if positions is None:
             positions = _arange_positions(tokens, 0)
-        for block in self.blocks:
-            h, _ = block(h, positions=positions, seq_idx=seq_idx, segment_ids=seq_idx)
-        return self.logits(h)
+        for i, block in enumerate(self.blocks):
+            sub = None if tap is None else _prefixed(tap, f"blocks.{i}.")
+            h, _ = block(
+                h,
+                positions=positions,
+                seq_idx=seq_idx,
+                segment_ids=seq_idx,
+                hidden_mask=hidden_mask,
+                mask=None if block_masks is None else block_masks[i],
+                tap=sub,
+            )
+        return self.logits(h, hidden_mask, tap)
 
     def step(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
         """Process ``tokens`` (b, T) after the ``cache.pos`` tokens already cached.
@@ -99,9 +137,11 @@ class HybridLM(nnx.Module):
         """(b, T) int -> (b, T, d) in the compute dtype."""
         return jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
 
-    def logits(self, h: jax.Array) -> jax.Array:
+    def logits(self, h: jax.Array, hidden_mask: jax.Array | None = None, tap=None) -> jax.Array:
         """Final norm and LM head: (b, T, d) -> (b, T, V) fp32."""
-        h = self.final_norm(h)
+        h = self.final_norm(h, hidden_mask)
+        if tap is not None:
+            tap("final_hidden", h)
         w = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
         return jnp.einsum(
             "btd,dv->btv", h, w.astype(self.dtype), preferred_element_type=jnp.float32
@@ -121,6 +161,10 @@ class HybridLM(nnx.Module):
             else:
                 layers.append(None)
         return Cache(tuple(layers), jnp.zeros((), jnp.int32))
+
+
+def _prefixed(tap, prefix: str):
+    return lambda name, value: tap(prefix + name, value)
 
 
 def _arange_positions(tokens: jax.Array, start) -> jax.Array:

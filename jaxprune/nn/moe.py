@@ -48,8 +48,10 @@ class MoE(nnx.Module):
                 shared, hidden, dtype=dtype, param_dtype=pd, init_std=init_std, rngs=rngs
             )
 
-    def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """x (n, d) -> routing weights (n, k) fp32 and expert indices (n, k)."""
+    def route(self, x: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """x (n, d) -> routing weights (n, k) fp32 and expert indices (n, k).
+
+        ``mask`` (E,) 0/1 routes as if the masked-out experts had been removed."""
         cfg = self.cfg
         logits = jnp.einsum("nd,de->ne", x.astype(jnp.float32), self.router[...])
         if cfg.router == "sigmoid":
@@ -61,24 +63,44 @@ class MoE(nnx.Module):
                 topk_group=cfg.topk_group,
                 norm_topk_prob=cfg.norm_topk_prob,
                 routed_scaling_factor=cfg.routed_scaling_factor,
+                expert_mask=mask,
             )
-        w, idx = moe_ops.route_softmax(logits, top_k=cfg.top_k, norm_topk_prob=cfg.norm_topk_prob)
+        w, idx = moe_ops.route_softmax(
+            logits, top_k=cfg.top_k, norm_topk_prob=cfg.norm_topk_prob, expert_mask=mask
+        )
         return w * cfg.routed_scaling_factor, idx
 
-    def __call__(self, x: jax.Array, **unused) -> tuple[jax.Array, None]:
-        """x (b, T, d) -> ((b, T, d), None)."""
+    def __call__(
+        self, x: jax.Array, *, mask: jax.Array | None = None, tap=None, **unused
+    ) -> tuple[jax.Array, None]:
+        """x (b, T, d) -> ((b, T, d), None).
+
+        ``mask`` (E,): expert mask for routing. Taps: ``expert_out`` and ``expert_mlp`` (see
+        ``ops.moe``), ``router`` = (indices (n, k), weights (n, k)), ``shared_mlp``.
+        """
         cfg, dt = self.cfg, self.dtype
         b, t, d = x.shape
+        shared_in = x
         x = x.astype(dt).reshape(b * t, d)
-        weights, idx = self.route(x)
+        weights, idx = self.route(x, mask)
+        if tap is not None:
+            tap("router", (idx, weights))
         xe = x @ self.latent_in[...].astype(dt) if cfg.latent else x
         dispatch = moe_ops.moe_sorted if cfg.dispatch == "sorted" else moe_ops.moe_dense
         gate = self.gate_proj[...].astype(dt) if cfg.activation == "swiglu" else None
         y = dispatch(
-            xe, weights, idx, self.up_proj[...].astype(dt), self.down_proj[...].astype(dt), gate
+            xe,
+            weights,
+            idx,
+            self.up_proj[...].astype(dt),
+            self.down_proj[...].astype(dt),
+            gate,
+            tap=tap,
         )
         if cfg.latent:
             y = y @ self.latent_out[...].astype(dt)
+        y = y.reshape(b, t, d)
         if cfg.shared_intermediate:
-            y = y + self.shared(x)[0]
-        return y.reshape(b, t, d), None
+            sub = None if tap is None else (lambda name, v: tap(f"shared_{name}", v))
+            y = y + self.shared(shared_in, tap=sub)[0]
+        return y, None

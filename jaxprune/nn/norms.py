@@ -24,5 +24,6 @@ class RMSNorm(nnx.Module):
         self.eps = eps
         self.weight = param(rngs, (dim,), (axis_name,), ones, param_dtype)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return rms_norm(x, self.weight[...], self.eps)
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """``mask`` (d,): take the RMS over the kept channels only (masked pruning)."""
+        return rms_norm(x, self.weight[...], self.eps, mask)

@@ -28,8 +28,16 @@ Ties in top-k (both expert and group selection) go to the lower index (``jax.lax
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+
+#: ``tap(name, value)``: called at trace time with intermediate values (calibration).
+#: MoE taps: ``expert_mlp`` = (hidden (m, F), expert id (m,), token id (m,)) and
+#: ``expert_out`` = (unweighted expert output (m, d), expert id, token id), one row per
+#: (token, expert) assignment, m = n * k.
+Tap = Callable[[str, object], None]
 
 # Added to the top-k weight sum before renormalising sigmoid routing weights, as in HF
 # NemotronH / DeepSeek-V3 (`denominator = topk_weights.sum(-1, keepdim=True) + 1e-20`).
@@ -45,6 +53,7 @@ def route_sigmoid(
     topk_group: int = 1,
     norm_topk_prob: bool = True,
     routed_scaling_factor: float = 1.0,
+    expert_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """NemotronH / DeepSeek-V3 group-limited sigmoid routing.
 
@@ -58,6 +67,8 @@ def route_sigmoid(
         biased scores (top-1 when a group holds a single expert).
       norm_topk_prob: divide the selected weights by their sum (+1e-20).
       routed_scaling_factor: final multiplier of the weights.
+      expert_mask: optional (E,) 0/1; masked-out experts are never selected and a group's
+        score sums the top-2 of its *kept* experts, exactly as if they had been removed.
 
     Returns:
       weights (..., k) fp32, gathered from the unbiased sigmoid scores, and indices (..., k)
@@ -80,11 +91,14 @@ def route_sigmoid(
     else:
         bias = correction_bias.astype(jnp.float32).reshape((1,) * (scores.ndim - 1) + (-1,))
         select = scores + bias
+    if expert_mask is not None:
+        select = jnp.where(expert_mask > 0, select, -jnp.inf)
 
     if topk_group < n_group:
         lead = select.shape[:-1]
         grouped = select.reshape(*lead, n_group, group_size)
-        group_scores = jax.lax.top_k(grouped, min(2, group_size))[0].sum(axis=-1)
+        best = jax.lax.top_k(grouped, min(2, group_size))[0]
+        group_scores = jnp.where(jnp.isfinite(best), best, 0.0).sum(axis=-1)
         _, kept = jax.lax.top_k(group_scores, topk_group)
         group_mask = jax.nn.one_hot(kept, n_group, dtype=jnp.bool_).any(axis=-2)
         expert_mask = jnp.repeat(group_mask, group_size, axis=-1)
@@ -99,7 +113,11 @@ def route_sigmoid(
 
 
 def route_softmax(
-    logits: jax.Array, *, top_k: int, norm_topk_prob: bool = True
+    logits: jax.Array,
+    *,
+    top_k: int,
+    norm_topk_prob: bool = True,
+    expert_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Qwen3-MoE / Mixtral softmax top-k routing.
 
@@ -115,7 +133,10 @@ def route_softmax(
     num_experts = logits.shape[-1]
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k={top_k} must lie in [1, num_experts={num_experts}]")
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    logits = logits.astype(jnp.float32)
+    if expert_mask is not None:  # softmax over the kept experts only
+        logits = jnp.where(expert_mask > 0, logits, -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1)
     weights, indices = jax.lax.top_k(probs, top_k)
     if norm_topk_prob:
         weights = weights / weights.sum(axis=-1, keepdims=True)
@@ -175,6 +196,8 @@ def moe_dense(
     w_up: jax.Array,
     w_down: jax.Array,
     w_gate: jax.Array | None = None,
+    *,
+    tap: Tap | None = None,
 ) -> jax.Array:
     """Reference MoE: every expert on every token, combined by a dense (n, E) matrix.
 
@@ -205,6 +228,10 @@ def moe_dense(
     y = mm("enf,efd->end", h, rounded(w_down))
 
     n, num_experts = x.shape[0], w_up.shape[0]
+    if tap is not None:  # per (token, expert) assignment, like moe_sorted
+        experts, token_ids = indices.reshape(-1), jnp.repeat(jnp.arange(n), indices.shape[1])
+        tap("expert_mlp", (h[experts, token_ids], experts, token_ids))
+        tap("expert_out", (y[experts, token_ids], experts, token_ids))
     rows = jnp.broadcast_to(jnp.arange(n)[:, None], indices.shape)
     combine = jnp.zeros((n, num_experts), f32).at[rows, indices].add(weights.astype(f32))
     return mm("ne,end->nd", combine, y).astype(dtype)
@@ -217,6 +244,8 @@ def moe_sorted(
     w_up: jax.Array,
     w_down: jax.Array,
     w_gate: jax.Array | None = None,
+    *,
+    tap: Tap | None = None,
 ) -> jax.Array:
     """Sorted (grouped-GEMM) MoE dispatch, exact and without token dropping.
 
@@ -255,6 +284,10 @@ def moe_sorted(
         )
     h = _activate(h_up, h_gate).astype(dtype)
     y = jax.lax.ragged_dot(h, w_down.astype(dtype), group_sizes, preferred_element_type=f32)
+    if tap is not None:
+        sorted_experts = flat_experts[order]
+        tap("expert_mlp", (h, sorted_experts, tokens))
+        tap("expert_out", (y, sorted_experts, tokens))
 
     y = y * weights.reshape(-1)[order].astype(f32)[:, None]
     out = jax.ops.segment_sum(y, tokens, num_segments=n)

@@ -339,7 +339,6 @@ def _valid_args() -> dict:
         ({"chunk_size": 2.5}, "chunk_size must be a positive int"),
         ({"dt_limit": (1.0, 0.5)}, "dt_limit"),
         ({"impl": "triton"}, "impl must be one of"),
-        ({"impl": "pallas"}, "Pallas SSD kernel is not available"),
     ],
 )
 def test_api_errors(change: dict, match: str) -> None:

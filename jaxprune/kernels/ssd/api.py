@@ -10,9 +10,31 @@ import jax.numpy as jnp
 
 from jaxprune.kernels.ssd.reference import process_dt, ssd_chunked
 
+try:
+    from jaxprune.kernels.ssd.pallas_triton import ssd_pallas
+except ImportError as err:  # a jax without Pallas' Triton module
+    ssd_pallas = None
+    _PALLAS_IMPORT_ERROR: ImportError | None = err
+else:
+    _PALLAS_IMPORT_ERROR = None
+
 Array = jax.Array
 
 _IMPLS = ("auto", "reference", "pallas")
+
+
+def resolve_impl(impl: str) -> str:
+    """ "auto" -> "pallas" on a GPU backend when the Pallas kernels import, else "reference"."""
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        on_gpu = jax.default_backend() == "gpu"
+        return "pallas" if on_gpu and ssd_pallas is not None else "reference"
+    if impl == "pallas" and ssd_pallas is None:
+        raise ValueError(
+            f"impl='pallas': the Pallas SSD kernels failed to import: {_PALLAS_IMPORT_ERROR}"
+        )
+    return impl
 
 
 def _check_shape(name: str, arr: Array, expected: tuple[int, ...]) -> None:
@@ -91,16 +113,33 @@ def mamba_chunk_scan(
     Shapes: x (b, T, H, P), dt (b, T, H) raw, A (H,), B/C (b, T, G, N), D (H,) or (H, P),
     z (b, T, H, P), dt_bias (H,), initial_states (b, H, P, N), seq_idx (b, T) int.
     Computes in fp32 and returns y in x's dtype, or (y, final_states (b, H, P, N) fp32) when
-    ``return_final_states``. ``impl``: "auto" or "reference" (pure JAX); "pallas" is not built.
+    ``return_final_states``.
+
+    ``impl``: "reference" is the pure-JAX chunked scan (`reference.ssd_chunked`, plain
+    autodiff); "pallas" the Pallas kernels with a Pallas backward (`pallas_triton.ssd_pallas`,
+    Triton lowering on GPU; on other backends they run in the Pallas interpreter, which is
+    slow and meant for checking only); "auto" picks "pallas" on a GPU and "reference" elsewhere.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
-    if impl == "pallas":
-        raise ValueError(
-            "impl='pallas': the Pallas SSD kernel is not available in this build; "
-            "use impl='reference' or 'auto'"
-        )
+    impl = resolve_impl(impl)
     _validate(x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_limit, initial_states, seq_idx)
+    if impl == "pallas":
+        y, final_states = ssd_pallas(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            chunk_size,
+            D=D,
+            z=z,
+            dt_bias=dt_bias,
+            dt_softplus=dt_softplus,
+            dt_limit=dt_limit,
+            initial_states=initial_states,
+            seq_idx=seq_idx,
+            interpret=jax.default_backend() != "gpu",
+        )
+        return (y, final_states) if return_final_states else y
 
     f32 = jnp.float32
     dt_p = process_dt(dt, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)

@@ -1,0 +1,1 @@
+"""Group-aware structured pruning: coupled-axis groups, masks, importance, materialization."""

@@ -1,0 +1,288 @@
+"""The training loop: owns the IO (data, checkpoints, logging, signals) around the jitted step.
+
+:func:`run` trains ``student`` for ``cfg.steps`` optimizer steps, distilling from
+``teacher`` when one is given (else plain cross-entropy), and leaves ``out`` as a model:
+
+    out/jaxprune.json, out/params/    the final student (native checkpoint)
+    out/checkpoints/<step>/           resumable orbax checkpoints (every ``save_every``)
+    out/metrics.jsonl                 train / eval metrics, one JSON object a line
+
+``resume=True`` continues from the newest checkpoint exactly: same data order, same updates,
+bitwise-equal parameters on CPU. SIGTERM saves a checkpoint and returns ``"preempted"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from jaxprune import sharding
+from jaxprune.data import make_eval_batches, make_train_iterator
+from jaxprune.nn.model import HybridLM
+from jaxprune.sharding import make_mesh
+from jaxprune.train.checkpoint import Checkpoints, export_model
+from jaxprune.train.config import RESUMABLE_CHANGES, TrainConfig
+from jaxprune.train.optim import make_optimizer, make_schedule
+from jaxprune.train.runlog import RunLogger
+from jaxprune.train.state import abstract_state, init_state, place, retype
+from jaxprune.train.step import (
+    BATCH_KEYS,
+    Frozen,
+    batch_shardings,
+    make_eval_step,
+    make_train_step,
+    params_shardings,
+    state_shardings,
+)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """``status`` is ``"done"`` or ``"preempted"``; ``step`` the steps completed."""
+
+    status: str
+    step: int
+    train: dict[str, float]
+    eval: dict[str, float] | None
+    skipped: int
+
+
+class _Preemption:
+    """Records SIGTERM while installed (main thread only); all processes agree on it."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def __enter__(self) -> _Preemption:
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        flags = multihost_utils.process_allgather(np.asarray(self.flag))
+        return bool(np.any(flags))
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.is_file():
+        raise ValueError(f"output {out} is a file")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"output directory {out} is not empty; pass --resume to continue a run")
+
+
+def _device_batch(host: dict[str, np.ndarray], accum: int, shardings: dict) -> dict[str, jax.Array]:
+    """(b_local, T) host arrays -> (accum, b_global / accum, T) global arrays."""
+    out = {}
+    for k in BATCH_KEYS:
+        a = np.asarray(host[k])
+        a = a.reshape(accum, a.shape[0] // accum, *a.shape[1:])
+        out[k] = jax.make_array_from_process_local_data(shardings[k], a)
+    return out
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop metrics rows past ``step`` (from a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
+    old, new = saved["train_config"], cfg.to_dict()
+    diff = sorted(
+        k
+        for k in new
+        if k not in RESUMABLE_CHANGES and json.dumps(old.get(k)) != json.dumps(new[k])
+    )
+    if diff:
+        raise ValueError(
+            f"cannot resume: the run config changed in {diff} (checkpoint has {old[diff[0]]!r})"
+        )
+
+
+def run(
+    cfg: TrainConfig,
+    *,
+    student: HybridLM,
+    train_source: Any,
+    out: str | Path,
+    teacher: HybridLM | None = None,
+    eval_source: Any = None,
+    resume: bool = False,
+    family: str | None = None,
+    hf_config: dict | None = None,
+    aux_dir: str | Path | None = None,
+) -> RunResult:
+    """Train (or distill into) ``student`` on ``train_source`` (a ``jaxprune.data`` Corpus or
+    PackedRows); see the module docstring. Raises :class:`NonFiniteError` after
+    ``cfg.max_bad_steps`` consecutive skipped steps (the last checkpoint stays intact)."""
+    out = Path(out)
+    _check_out(out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.loss.uses_teacher and teacher is None:
+        raise ValueError("the loss needs a teacher (kl or intermediate layers) but none was given")
+    nproc, accum = jax.process_count(), cfg.grad_accum
+    mesh = make_mesh(*cfg.mesh)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro = cfg.batch_size // accum
+    if micro % shards or cfg.batch_size % (nproc * accum):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} / grad_accum {accum} must divide by the {shards} "
+            f"data-parallel shards and over {nproc} processes"
+        )
+
+    s_model = retype(student, cfg.compute_dtype, "float32", mesh)
+    s = Frozen.of(s_model)
+    t_pair, t_state, proj_shape = None, None, None
+    if teacher is not None and cfg.loss.uses_teacher:
+        t_pair = nnx.split(retype(teacher, cfg.teacher_dtype, cfg.teacher_dtype, mesh))
+        t_state = t_pair[1]
+        if cfg.loss.intermediate and teacher.config.hidden != student.config.hidden:
+            proj_shape = (student.config.hidden, teacher.config.hidden)
+    tx, schedule = make_optimizer(cfg.optim, cfg.steps), make_schedule(cfg.optim, cfg.steps)
+    data = make_train_iterator(
+        train_source,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size // nproc,
+        seed=cfg.seed,
+        process_index=jax.process_index(),
+        process_count=nproc,
+    )
+    ckpt = Checkpoints(out / "checkpoints", keep=cfg.keep, async_save=cfg.async_save)
+    meta = {
+        "train_config": cfg.to_dict(),
+        "student": student.config.to_dict(),
+        "teacher": None if teacher is None else teacher.config.to_dict(),
+    }
+    start = (ckpt.latest_step() or 0) if resume else 0
+    if start:
+        abstract = abstract_state(s, tx, proj_shape)
+        sh = state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
+        state, saved = ckpt.restore(start, abstract, sh, data)
+        _check_resumable(saved, cfg)
+    else:
+        state, sh = init_state(s, tx, mesh, seed=cfg.seed, proj_shape=proj_shape)
+    step_fn = make_train_step(s, t_pair, tx, schedule, cfg, mesh, sh)
+    batch_sh = batch_shardings(mesh)
+
+    primary = jax.process_index() == 0
+    if primary:
+        _trim_log(out / "metrics.jsonl", start)
+    log = RunLogger(
+        out,
+        total_steps=cfg.steps,
+        start_step=start,
+        tokens_per_step=cfg.batch_size * cfg.seq_len,
+        enabled=primary,
+        progress=cfg.progress,
+    )
+    eval_fn, eval_batches = None, []
+    if eval_source is not None:
+        eval_fn = make_eval_step(s.graphdef, None if t_pair is None else t_pair[0], cfg.loss)
+        rows = cfg.eval_batches * micro
+        eval_batches = make_eval_batches(
+            eval_source, seq_len=cfg.seq_len, batch_size=micro, max_rows=rows
+        )
+
+    def evaluate(step: int) -> dict[str, float]:
+        sums = {"ce": 0.0, "kl": 0.0, "tokens": 0.0}
+        rows_sh = sharding.batch_sharding(mesh)
+        for b in eval_batches:
+            arrays = {k: place(b[k], rows_sh) for k in BATCH_KEYS}
+            got = jax.device_get(eval_fn(state["params"]["model"], s.rest, t_state, arrays))
+            sums = {k: sums[k] + float(got[k]) for k in sums}
+        n = max(sums["tokens"], 1.0)
+        res = {
+            "loss": sums["ce"] / n,
+            "ppl": math.exp(min(sums["ce"] / n, 80.0)),
+            "tokens": sums["tokens"],
+        }
+        if t_pair is not None:
+            res["kl"] = sums["kl"] / n
+        log.log(step, res, "eval")
+        log.reset_rate()
+        evals[step] = res
+        return res
+
+    evals: dict[int, dict[str, float]] = {}
+    step, saved_step, bad, skipped, pending_save = start, start, 0, 0, False
+    last: dict[str, float] = {}
+    status = "done"
+    try:
+        with _Preemption() as preempt:
+            while step < cfg.steps:
+                batch = _device_batch(next(data), accum, batch_sh)
+                state, metrics = step_fn(state, s.rest, t_state, batch)
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                step += 1
+                bad = bad + 1 if last["skipped"] else 0
+                skipped += int(last["skipped"])
+                log.advance(last)
+                if step == start + 1:
+                    log.reset_rate()  # the first step includes compilation
+                if step % cfg.log_every == 0 or step == cfg.steps or last["skipped"]:
+                    log.log(
+                        step,
+                        {**last, "tokens_per_s": log.tokens_per_second, "skipped_total": skipped},
+                    )
+                if bad >= cfg.max_bad_steps:
+                    ckpt.wait()
+                    raise NonFiniteError(
+                        f"{bad} consecutive steps had a non-finite loss or gradient (last at step "
+                        f"{step}); stopping. The last good checkpoint is step {saved_step} in "
+                        f"{ckpt.directory}"
+                    )
+                pending_save |= step % cfg.save_every == 0
+                if pending_save and bad == 0:
+                    ckpt.save(step, state, {**meta, "step": step}, data)
+                    saved_step, pending_save = step, False
+                if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                    evaluate(step)
+                if preempt.requested():
+                    status = "preempted"
+                    break
+        if saved_step != step and bad == 0:
+            ckpt.save(step, state, {**meta, "step": step}, data)
+        ckpt.wait()
+        if status == "done":
+            if eval_fn is not None and step not in evals:
+                evaluate(step)
+            export_model(
+                out,
+                state["params"]["model"],
+                s.rest,
+                student.config,
+                family=family,
+                hf_config=hf_config,
+                aux_dir=None if aux_dir is None else Path(aux_dir),
+            )
+        return RunResult(status, step, last, evals.get(step), skipped)
+    finally:
+        log.close()
+        ckpt.close()
