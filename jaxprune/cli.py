@@ -1,11 +1,13 @@
 """The ``jaxprune`` command line.
 
 Commands:
-  check    build a built-in model, verify cached decoding and causality, generate, time it
-  info     parameter counts (total / active / per block type) of a preset or config JSON
-  convert  HF / PyTorch model directory -> native checkpoint
-  export   native checkpoint -> HF directory that transformers loads unchanged
-  eval     next-token cross-entropy and perplexity of a model on a data file
+  check       build a built-in model, verify cached decoding and causality, generate, time it
+  info        parameter counts (total / active / per block type) of a preset or config JSON
+  convert     HF / PyTorch model directory -> native checkpoint
+  export      native checkpoint -> HF directory that transformers loads unchanged
+  eval        next-token cross-entropy and perplexity of a model on a data file
+  importance  activation-based importance scores from calibration data
+  prune       prune a model to targets given in HF config names
 """
 
 from __future__ import annotations
@@ -185,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-rows", type=int, default=None)
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(fn=cmd_eval)
+
+    from jaxprune.pruning.cli import add_parsers as pruning_parsers
+
+    pruning_parsers(sub)
     return p
 
 

@@ -21,13 +21,40 @@ Member = tuple[str, int]  # (parameter path, axis)
 _MLP = {"up_proj": 1, "gate_proj": 1, "down_proj": 0, "up_bias": 0, "gate_bias": 0}
 _MLP_HIDDEN = {"up_proj": 0, "gate_proj": 0, "down_proj": 1, "down_bias": 0}
 _ATTN_HIDDEN = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "o_proj": 2, "o_bias": 0}
-_MAMBA_HIDDEN = {"z_proj": 0, "x_proj": 0, "B_proj": 0, "C_proj": 0, "dt_proj": 0,
-                 "out_proj": 2, "out_proj_bias": 0}
-_MAMBA_HEADS = {"z_proj": 1, "x_proj": 1, "dt_proj": 1, "conv_x": 1, "conv_x_bias": 0,
-                "A_log": 0, "D": 0, "dt_bias": 0, "norm": 0, "out_proj": 0,
-                "z_proj_bias": 0, "x_proj_bias": 0, "dt_proj_bias": 0}
-_MAMBA_CHANNELS = {"z_proj": 2, "x_proj": 2, "conv_x": 2, "conv_x_bias": 1, "norm": 1,
-                   "out_proj": 1, "z_proj_bias": 1, "x_proj_bias": 1}
+_MAMBA_HIDDEN = {
+    "z_proj": 0,
+    "x_proj": 0,
+    "B_proj": 0,
+    "C_proj": 0,
+    "dt_proj": 0,
+    "out_proj": 2,
+    "out_proj_bias": 0,
+}
+_MAMBA_HEADS = {
+    "z_proj": 1,
+    "x_proj": 1,
+    "dt_proj": 1,
+    "conv_x": 1,
+    "conv_x_bias": 0,
+    "A_log": 0,
+    "D": 0,
+    "dt_bias": 0,
+    "norm": 0,
+    "out_proj": 0,
+    "z_proj_bias": 0,
+    "x_proj_bias": 0,
+    "dt_proj_bias": 0,
+}
+_MAMBA_CHANNELS = {
+    "z_proj": 2,
+    "x_proj": 2,
+    "conv_x": 2,
+    "conv_x_bias": 1,
+    "norm": 1,
+    "out_proj": 1,
+    "z_proj_bias": 1,
+    "x_proj_bias": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -52,18 +79,27 @@ def layer_groups(i: int, layer: LayerConfig, params: set[str]) -> list[Group]:
     if isinstance(layer, Mamba2Config):
         return [
             Group(f"blocks.{i}.mamba_heads", layer.num_heads, _members(p, _MAMBA_HEADS, params)),
-            Group(f"blocks.{i}.mamba_channels", layer.head_dim,
-                  _members(p, _MAMBA_CHANNELS, params)),
+            Group(
+                f"blocks.{i}.mamba_channels", layer.head_dim, _members(p, _MAMBA_CHANNELS, params)
+            ),
         ]
     experts = {"router": 1, "correction_bias": 0, "up_proj": 0, "gate_proj": 0, "down_proj": 0}
     out = [
         Group(f"blocks.{i}.experts", layer.num_experts, _members(p, experts, params)),
-        Group(f"blocks.{i}.expert_mlp", layer.intermediate,
-              _members(p, {"up_proj": 2, "gate_proj": 2, "down_proj": 1}, params)),
+        Group(
+            f"blocks.{i}.expert_mlp",
+            layer.intermediate,
+            _members(p, {"up_proj": 2, "gate_proj": 2, "down_proj": 1}, params),
+        ),
     ]
     if layer.shared_intermediate:
-        out.append(Group(f"blocks.{i}.shared_mlp", layer.shared_intermediate,
-                         _members(f"{p}.shared", _MLP, params)))
+        out.append(
+            Group(
+                f"blocks.{i}.shared_mlp",
+                layer.shared_intermediate,
+                _members(f"{p}.shared", _MLP, params),
+            )
+        )
     return out
 
 

@@ -15,14 +15,17 @@ from jaxprune.pruning.groups import groups
 
 def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
     """Group invariants: equal heads per query / SSM / routing group."""
+
     def per_group(name: str, size: int, n: int) -> None:
         idx = kept.get(f"blocks.{i}.{name}")
         if idx is None:
             return
         counts = np.bincount(np.asarray(idx) // (size // n), minlength=n)
         if len(set(counts.tolist())) != 1:
-            raise ValueError(f"block {i}: kept {name} must be equal in each of the {n} groups, "
-                             f"got {counts.tolist()}")
+            raise ValueError(
+                f"block {i}: kept {name} must be equal in each of the {n} groups, "
+                f"got {counts.tolist()}"
+            )
 
     if isinstance(layer, AttentionConfig):
         per_group("heads", layer.num_heads, layer.num_kv_heads)
@@ -34,6 +37,7 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
 
 def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConfig:
     """The config after keeping ``kept`` (group name -> indices; ``depth`` -> kept blocks)."""
+
     def n(name: str, default: int) -> int:
         return len(kept[name]) if name in kept else default
 
@@ -46,12 +50,17 @@ def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConf
         elif isinstance(layer, AttentionConfig):
             layer = dataclasses.replace(layer, num_heads=n(f"{b}.heads", layer.num_heads))
         elif isinstance(layer, Mamba2Config):
-            layer = dataclasses.replace(layer, num_heads=n(f"{b}.mamba_heads", layer.num_heads),
-                                        head_dim=n(f"{b}.mamba_channels", layer.head_dim))
+            layer = dataclasses.replace(
+                layer,
+                num_heads=n(f"{b}.mamba_heads", layer.num_heads),
+                head_dim=n(f"{b}.mamba_channels", layer.head_dim),
+            )
         else:
             e = n(f"{b}.experts", layer.num_experts)
             layer = dataclasses.replace(
-                layer, num_experts=e, top_k=min(layer.top_k, e),
+                layer,
+                num_experts=e,
+                top_k=min(layer.top_k, e),
                 intermediate=n(f"{b}.expert_mlp", layer.intermediate),
                 shared_intermediate=n(f"{b}.shared_mlp", layer.shared_intermediate),
             )

@@ -128,7 +128,7 @@ def micro_losses(
 
 def _head_grad_norm(grads: dict) -> jax.Array:
     g = grads["model"]
-    return optax.global_norm(g["lm_head"] if "lm_head" in g else g["embed"])
+    return optax.tree.norm(g["lm_head"] if "lm_head" in g else g["embed"])
 
 
 def make_step_fn(
@@ -169,7 +169,7 @@ def make_step_fn(
             accumulate, (zeros, jnp.zeros((), jnp.float32), parts0), batch
         )
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state["params"])
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         ok = jnp.isfinite(total) & jnp.isfinite(gnorm)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)

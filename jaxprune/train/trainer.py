@@ -95,6 +95,16 @@ def _check_out(out: Path, resume: bool) -> None:
         raise ValueError(f"output directory {out} is not empty; pass --resume to continue a run")
 
 
+def _mesh(sizes: tuple[int, int, int]):
+    """The (data, fsdp, tensor) mesh; fixed sizes smaller than the device count (one
+    process only) use the first devices."""
+    devices = jax.devices()
+    n = math.prod(sizes)
+    if -1 not in sizes and n < len(devices) and jax.process_count() == 1:
+        devices = devices[:n]
+    return make_mesh(*sizes, devices=devices)
+
+
 def _device_batch(host: dict[str, np.ndarray], accum: int, shardings: dict) -> dict[str, jax.Array]:
     """(b_local, T) host arrays -> (accum, b_global / accum, T) global arrays."""
     out = {}
@@ -148,7 +158,7 @@ def run(
     if cfg.loss.uses_teacher and teacher is None:
         raise ValueError("the loss needs a teacher (kl or intermediate layers) but none was given")
     nproc, accum = jax.process_count(), cfg.grad_accum
-    mesh = make_mesh(*cfg.mesh)
+    mesh = _mesh(cfg.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     micro = cfg.batch_size // accum
     if micro % shards or cfg.batch_size % (nproc * accum):

@@ -15,13 +15,14 @@ CFG = ModelConfig.from_pattern(
     "M-*EM-*E",
     vocab_size=37,
     hidden=24,
-    mamba=Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=4,
-                       proj_bias=True),
-    attention=AttentionConfig(num_heads=6, num_kv_heads=2, head_dim=4, qkv_bias=True,
-                              out_bias=True),
+    mamba=Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=4, proj_bias=True),
+    attention=AttentionConfig(
+        num_heads=6, num_kv_heads=2, head_dim=4, qkv_bias=True, out_bias=True
+    ),
     mlp=MLPConfig(intermediate=19, bias=True),
-    moe=MoEConfig(num_experts=8, top_k=2, intermediate=9, n_group=4, topk_group=2,
-                  shared_intermediate=7),
+    moe=MoEConfig(
+        num_experts=8, top_k=2, intermediate=9, n_group=4, topk_group=2, shared_intermediate=7
+    ),
     initializer_range=0.3,
 )
 TOKENS = jax.random.randint(jax.random.key(1), (2, 9), 0, 37)
@@ -61,12 +62,17 @@ def test_masked_equals_materialized(model, axis):
 
 
 def test_keeping_everything_is_the_identity(model):
-    kept = {"hidden": np.arange(24), "blocks.0.mamba_heads": np.arange(6),
-            "blocks.3.experts": np.arange(8), "depth": np.arange(8)}
+    kept = {
+        "hidden": np.arange(24),
+        "blocks.0.mamba_heads": np.arange(6),
+        "blocks.3.experts": np.arange(8),
+        "depth": np.arange(8),
+    }
     small = materialize(model, kept)
     assert small.config == model.config
-    np.testing.assert_array_equal(_run(lambda m, t: m(t), small, TOKENS),
-                                  _run(lambda m, t: m(t), model, TOKENS))
+    np.testing.assert_array_equal(
+        _run(lambda m, t: m(t), small, TOKENS), _run(lambda m, t: m(t), model, TOKENS)
+    )
 
 
 def test_group_invariants_are_enforced(model):

@@ -24,7 +24,8 @@ _IMPLS = ("auto", "reference", "pallas")
 
 
 def resolve_impl(impl: str) -> str:
-    """ "auto" -> "pallas" on a GPU backend when the Pallas kernels import, else "reference"."""
+    """Validate ``impl``; "auto" becomes "pallas" on a GPU backend (when the Pallas kernels
+    import) and "reference" elsewhere."""
     if impl not in _IMPLS:
         raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
     if impl == "auto":

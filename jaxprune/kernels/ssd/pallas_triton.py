@@ -91,7 +91,9 @@ def _sum_groups(t: Array, dims: Dims, like: Array) -> Array:
     return t[:, : dims.t, :, : dims.n].astype(like.dtype)
 
 
-def _dt_grads(ddt_k: Array, da: Array, k: Prepared, args: tuple, s: _Static, dims: Dims):
+def _dt_grads(
+    ddt_k: Array, da: Array, k: Prepared, args: tuple, s: _Static, dims: Dims
+) -> tuple[Array, Array, Array | None]:
     """ddt (b, H, Tp) direct and da (per-step log decay) -> (d dt_raw, dA, d dt_bias)."""
     _, dt, A, _, _, _, _, dt_bias, _, _ = args
     dA = jnp.sum(da * k.dt, axis=(0, 2)).astype(A.dtype)

@@ -82,7 +82,7 @@ def _bwd_kernel(
     dx = dx + wdt[:, None] * b_ds
     ddt = ddt + t_dir
     db = db + wdt[:, None] * mm(x, ds)
-    da = da + prefix_sum_exclusive(t_dir)
+    da = da + prefix_sum_exclusive(t_dir * dt)
 
     # Inter-chunk (prev-state) term.
     prev = prev_ref[...].astype(cdt)

@@ -1,0 +1,139 @@
+"""``jaxprune importance`` and ``jaxprune prune``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from jaxprune.pruning.importance import AGGREGATIONS
+
+DEPTH_METHODS = {
+    "block_influence": "depth_block_influence",
+    "loss": "depth_loss",
+    "nmse": "depth_nmse",
+}
+
+
+def _calibration_rows(model_path: str, args: argparse.Namespace) -> np.ndarray:
+    from jaxprune.evaluation import load_eval_rows
+
+    tokenizer = None
+    tok = Path(model_path) / "tokenizer.json"
+    if tok.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tok))
+    return load_eval_rows(
+        args.data, seq_len=args.seq_len, tokenizer=tokenizer, max_rows=args.samples
+    )
+
+
+def _score(model, model_path: str, args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    from jaxprune.evaluation import check_rows
+    from jaxprune.pruning import depth
+    from jaxprune.pruning.importance import calibrate, scores
+
+    rows = check_rows(_calibration_rows(model_path, args), model.config.vocab_size)
+    bs = args.batch_size
+    batches = [rows[i : i + bs] for i in range(0, len(rows), bs)]
+    stats = calibrate(model, batches, aggregation=args.aggregation, progress=True)
+    sc = scores(stats, model, args.aggregation)
+    if args.depth_method == "loss":
+        sc["depth_loss"] = depth.loss_increase(model, batches[: args.depth_batches])
+    elif args.depth_method == "nmse":
+        sc["depth_nmse"] = depth.iterative_nmse(model, batches[: args.depth_batches])
+    meta = {
+        "model": str(model_path),
+        "data": str(args.data),
+        "samples": int(len(rows)),
+        "seq_len": int(rows.shape[1]),
+        "aggregation": args.aggregation,
+        "depth_method": args.depth_method,
+    }
+    return sc, stats, meta
+
+
+def cmd_importance(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import load_model
+    from jaxprune.pruning.scores_io import save_scores
+
+    model, _ = load_model(args.model)
+    sc, stats, meta = _score(model, args.model, args)
+    path = save_scores(args.out, sc, stats, meta, model.config)
+    print(f"wrote scores for {meta['samples']} samples x {meta['seq_len']} tokens to {path}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import load_model
+    from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
+    from jaxprune.converters.native import save_model
+    from jaxprune.params import count_params
+    from jaxprune.pruning.prune import prune
+    from jaxprune.pruning.scores_io import load_scores
+    from jaxprune.pruning.targets import parse_targets, validate_targets
+
+    if bool(args.scores) == bool(args.data):
+        raise ValueError("give exactly one of --scores or --data")
+    targets = parse_targets(args.target)
+    model, meta = load_model(args.model)
+    validate_targets(model.config, targets)
+    depth_key = DEPTH_METHODS[args.depth_method]
+    if args.scores:
+        sc, _ = load_scores(args.scores, model.config)
+    else:
+        sc, _, _ = _score(model, args.model, args)
+    if depth_key not in sc and ("num_hidden_layers" in targets):
+        raise ValueError(
+            f"the scores have no {args.depth_method} depth ranking; rerun "
+            f"importance with --depth-method {args.depth_method}"
+        )
+    small = prune(model, sc, targets, depth_key)
+    src = Path(args.model)
+    with atomic_output_dir(Path(args.out)) as tmp:
+        save_model(tmp, small, family=meta.get("family"), hf_config=meta.get("hf_config"))
+        copy_aux_files(src, tmp)
+    before, after = count_params(model.config), count_params(small.config)
+    print(f"{'params':<12}{'before':>16}{'after':>16}{'ratio':>8}")
+    for k in before:
+        a = after.get(k, 0)
+        print(f"{k:<12}{before[k]:>16,}{a:>16,}{a / before[k]:>8.2f}")
+    print(f"pattern {model.config.pattern} -> {small.config.pattern}; wrote {args.out}")
+    return 0
+
+
+def _calibration_args(sp: argparse.ArgumentParser, required: bool) -> None:
+    sp.add_argument("--data", required=required, help=".txt, .jsonl or .npy calibration data")
+    sp.add_argument("--samples", type=int, default=1024, help="calibration sequences")
+    sp.add_argument("--seq-len", type=int, default=512)
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--aggregation", choices=AGGREGATIONS, default="l2")
+    sp.add_argument("--depth-method", choices=sorted(DEPTH_METHODS), default="block_influence")
+    sp.add_argument(
+        "--depth-batches",
+        type=int,
+        default=4,
+        help="batches used by the loss / nmse depth rankings",
+    )
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("importance", help="activation importance scores from calibration data")
+    sp.add_argument("model")
+    sp.add_argument("--out", required=True, help="scores file (.npz)")
+    _calibration_args(sp, required=True)
+    sp.set_defaults(fn=cmd_importance)
+
+    sp = sub.add_parser("prune", help="prune a model to targets (HF config names)")
+    sp.add_argument("model")
+    sp.add_argument("out")
+    sp.add_argument("--scores", help="scores from `jaxprune importance`")
+    sp.add_argument(
+        "--target",
+        required=True,
+        help="e.g. hidden_size=3072,mamba_num_heads=112,num_hidden_layers=40",
+    )
+    _calibration_args(sp, required=False)
+    sp.set_defaults(fn=cmd_prune)

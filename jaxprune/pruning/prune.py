@@ -1,0 +1,94 @@
+"""Scores + targets -> kept indices per group (group-aware rankings) -> a smaller model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.nn.model import HybridLM
+from jaxprune.pruning.materialize import materialize
+from jaxprune.pruning.targets import decoder_layers, validate_targets
+
+
+def top(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, in ascending index order (ties: lower index)."""
+    order = np.argsort(-np.asarray(score, np.float64), kind="stable")
+    return np.sort(order[:k])
+
+
+def top_per_group(score: np.ndarray, groups: int, k: int) -> np.ndarray:
+    """The k best of each of ``groups`` contiguous blocks (so every group keeps k)."""
+    size = len(score) // groups
+    return np.concatenate(
+        [g * size + top(score[g * size : (g + 1) * size], k) for g in range(groups)]
+    )
+
+
+def mamba_keep(s: np.ndarray, n_groups: int, heads: int, head_dim: int):
+    """Minitron-SSM: channels by one ranking shared by all heads, then heads on the kept
+    channels within each group. s (H, P) -> (kept heads, kept channels)."""
+    channels = top(np.linalg.norm(s, axis=0), head_dim)
+    head_score = np.linalg.norm(s[:, channels], axis=1)
+    return top_per_group(head_score, n_groups, heads // n_groups), channels
+
+
+def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_block_influence"):
+    """Kept indices per group for ``targets`` (HF config names); see ``targets.KEYS``."""
+    validate_targets(cfg, targets)
+    kept: dict[str, np.ndarray] = {}
+    t = targets
+    if "hidden_size" in t:
+        kept["hidden"] = top(scores["hidden"], t["hidden_size"])
+    for i, layer in enumerate(cfg.layers):
+        b = f"blocks.{i}."
+        if isinstance(layer, MLPConfig) and "intermediate_size" in t:
+            kept[b + "mlp"] = top(scores[b + "mlp"], t["intermediate_size"])
+        elif isinstance(layer, AttentionConfig) and "num_attention_heads" in t:
+            kept[b + "heads"] = top_per_group(
+                scores[b + "heads"],
+                layer.num_kv_heads,
+                t["num_attention_heads"] // layer.num_kv_heads,
+            )
+        elif isinstance(layer, Mamba2Config) and ({"mamba_num_heads", "mamba_head_dim"} & set(t)):
+            heads, channels = mamba_keep(
+                scores[b + "mamba"],
+                layer.n_groups,
+                t.get("mamba_num_heads", layer.num_heads),
+                t.get("mamba_head_dim", layer.head_dim),
+            )
+            kept[b + "mamba_heads"], kept[b + "mamba_channels"] = heads, channels
+        elif isinstance(layer, MoEConfig):
+            if "n_routed_experts" in t:
+                kept[b + "experts"] = top_per_group(
+                    scores[b + "experts"], layer.n_group, t["n_routed_experts"] // layer.n_group
+                )
+            if "moe_intermediate_size" in t:
+                kept[b + "expert_mlp"] = top(scores[b + "expert_mlp"], t["moe_intermediate_size"])
+            if "moe_shared_expert_intermediate_size" in t and layer.shared_intermediate:
+                kept[b + "shared_mlp"] = top(
+                    scores[b + "shared_mlp"], t["moe_shared_expert_intermediate_size"]
+                )
+    drop = _dropped_blocks(cfg, scores, t, depth)
+    if drop:
+        kept["depth"] = np.array([i for i in range(len(cfg.layers)) if i not in drop])
+    return kept
+
+
+def _dropped_blocks(cfg: ModelConfig, scores: dict, t: dict, depth: str) -> set[int]:
+    pairs = decoder_layers(cfg)
+    n = len(cfg.layers) // 2 if pairs else len(cfg.layers)
+    if "drop_layers" in t:
+        layers = set(t["drop_layers"])
+    elif "num_hidden_layers" in t and t["num_hidden_layers"] < n:
+        s = np.asarray(scores[depth], np.float64)
+        if pairs:
+            s = s[0::2] + s[1::2]
+        layers = set(np.argsort(s, kind="stable")[: n - t["num_hidden_layers"]].tolist())
+    else:
+        return set()
+    return {b for i in layers for b in ((2 * i, 2 * i + 1) if pairs else (i,))}
+
+
+def prune(model: HybridLM, scores: dict, targets: dict, depth: str = "depth_block_influence"):
+    """The materialized pruned model."""
+    return materialize(model, plan(model.config, scores, targets, depth))

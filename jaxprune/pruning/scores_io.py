@@ -1,0 +1,48 @@
+"""Saving and loading calibration scores with the model and data they came from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxprune.config import ModelConfig
+
+
+def config_digest(cfg: ModelConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_scores(path: str | Path, scores: dict, stats: dict, meta: dict, cfg: ModelConfig) -> Path:
+    """One ``.npz``: ``score/<name>`` and ``stat/<name>`` arrays plus a JSON ``meta``
+    (model path and config digest, data path, samples, seq_len, aggregation)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    meta = {**meta, "config_digest": config_digest(cfg), "model_config": cfg.to_dict()}
+    arrays = {f"score/{k}": np.asarray(v) for k, v in scores.items()}
+    arrays |= {f"stat/{k}": np.asarray(v) for k, v in stats.items()}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_scores(path: str | Path, cfg: ModelConfig | None = None) -> tuple[dict, dict]:
+    """(scores, meta); with ``cfg``, refuse scores computed on a different architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"scores file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            scores = {k[6:]: z[k] for k in z.files if k.startswith("score/")}
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a jaxprune scores file ({e})") from e
+    if cfg is not None and meta.get("config_digest") != config_digest(cfg):
+        raise ValueError(
+            f"{path}: scores were computed for a different model ({meta.get('model')}); recalibrate"
+        )
+    return scores, meta

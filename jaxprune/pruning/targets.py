@@ -1,0 +1,120 @@
+"""Pruning targets in HF config names, validated before any work is done."""
+
+from __future__ import annotations
+
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+
+KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "mamba_num_heads",
+    "mamba_head_dim",
+    "n_routed_experts",
+    "moe_intermediate_size",
+    "moe_shared_expert_intermediate_size",
+    "num_hidden_layers",
+    "drop_layers",
+)
+
+
+def parse_targets(text: str) -> dict:
+    """``"hidden_size=3072,mamba_num_heads=112,drop_layers=3;7"`` -> dict."""
+    out: dict = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"target {item!r} is not key=value")
+        if key not in KEYS:
+            raise ValueError(f"unknown target {key!r}; known: {', '.join(KEYS)}")
+        try:
+            if key == "drop_layers":
+                out[key] = [int(v) for v in value.replace(";", " ").split()]
+            else:
+                out[key] = int(value)
+        except ValueError as e:
+            raise ValueError(f"target {key}: {value!r} is not an integer") from e
+    if not out:
+        raise ValueError("no pruning targets given")
+    return out
+
+
+def decoder_layers(cfg: ModelConfig) -> bool:
+    """True for Llama-style stacks where one HF layer is the block pair (*, - or E)."""
+    p = cfg.pattern
+    return (
+        "M" not in p
+        and len(p) % 2 == 0
+        and all(p[i] == "*" and p[i + 1] in "-E" for i in range(0, len(p), 2))
+    )
+
+
+def validate_targets(cfg: ModelConfig, targets: dict) -> None:
+    """Raise one clear ValueError for any target that cannot be applied to ``cfg``."""
+
+    def each(kind, attr):
+        return [getattr(x, attr) for x in cfg.layers if isinstance(x, kind)]
+
+    def check(key: str, sources: list[int], extra=None) -> None:
+        if key not in targets:
+            return
+        v = targets[key]
+        if not sources:
+            raise ValueError(f"target {key}: the model has no such blocks")
+        if v <= 0:
+            raise ValueError(f"target {key}={v} must be positive")
+        if v > min(sources):
+            raise ValueError(f"target {key}={v} is larger than the source ({min(sources)})")
+        if extra:
+            extra(v)
+
+    check("hidden_size", [cfg.hidden])
+    check("intermediate_size", each(MLPConfig, "intermediate"))
+    kv = each(AttentionConfig, "num_kv_heads")
+
+    def heads_ok(v):
+        bad = [k for k in kv if v % k]
+        if bad:
+            raise ValueError(
+                f"num_attention_heads={v} is not a multiple of num_key_value_heads {bad[0]}"
+            )
+
+    check("num_attention_heads", each(AttentionConfig, "num_heads"), heads_ok)
+    if "num_key_value_heads" in targets and any(k != targets["num_key_value_heads"] for k in kv):
+        raise ValueError(
+            f"KV-group pruning is not supported: num_key_value_heads must stay {sorted(set(kv))}"
+        )
+    groups = each(Mamba2Config, "n_groups")
+
+    def mamba_ok(v):
+        bad = [g for g in groups if v % g]
+        if bad:
+            raise ValueError(f"mamba_num_heads={v} is not a multiple of n_groups={bad[0]}")
+
+    check("mamba_num_heads", each(Mamba2Config, "num_heads"), mamba_ok)
+    check("mamba_head_dim", each(Mamba2Config, "head_dim"))
+    moes = [x for x in cfg.layers if isinstance(x, MoEConfig)]
+
+    def experts_ok(v):
+        for m in moes:
+            if v % m.n_group or v < m.top_k or v // m.n_group * m.topk_group < m.top_k:
+                raise ValueError(
+                    f"n_routed_experts={v} must be a multiple of n_group="
+                    f"{m.n_group} and leave top_k={m.top_k} experts routable"
+                )
+
+    check("n_routed_experts", [m.num_experts for m in moes], experts_ok)
+    check("moe_intermediate_size", [m.intermediate for m in moes])
+    check(
+        "moe_shared_expert_intermediate_size",
+        [m.shared_intermediate for m in moes if m.shared_intermediate],
+    )
+    n_layers = len(cfg.layers) // 2 if decoder_layers(cfg) else len(cfg.layers)
+    check("num_hidden_layers", [n_layers])
+    for i in targets.get("drop_layers", []):
+        if not 0 <= i < n_layers:
+            raise ValueError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1})")
+    if "drop_layers" in targets and "num_hidden_layers" in targets:
+        raise ValueError("give num_hidden_layers or drop_layers, not both")
