@@ -31,14 +31,21 @@ def _calibration_rows(model_path: str, args: argparse.Namespace) -> np.ndarray:
 
 
 def _score(model, model_path: str, args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    import jax
+
     from jaxprune.evaluation import check_rows
     from jaxprune.pruning import depth
     from jaxprune.pruning.importance import calibrate, scores
+    from jaxprune.sharding import batch_sharding, make_mesh
 
     rows = check_rows(_calibration_rows(model_path, args), model.config.vocab_size)
     bs = args.batch_size
     batches = [rows[i : i + bs] for i in range(0, len(rows), bs)]
-    stats = calibrate(model, batches, aggregation=args.aggregation, progress=True)
+    shardings = None
+    if jax.device_count() > 1 and bs % jax.device_count() == 0:
+        shardings = batch_sharding(make_mesh(data=-1))  # sums add up across devices
+    stats = calibrate(model, batches, aggregation=args.aggregation, progress=True,
+                      shardings=shardings)
     sc = scores(stats, model, args.aggregation)
     if args.depth_method == "loss":
         sc["depth_loss"] = depth.loss_increase(model, batches[: args.depth_batches])

@@ -119,7 +119,7 @@ def calibrate(
     for batch in it:
         tokens, valid = batch if isinstance(batch, tuple) else (batch, np.ones(batch.shape, bool))
         tokens, valid = jnp.asarray(tokens, jnp.int32), jnp.asarray(valid, bool)
-        if shardings is not None:
+        if shardings is not None and tokens.shape[0] % len(shardings.device_set) == 0:
             tokens, valid = jax.device_put(tokens, shardings), jax.device_put(valid, shardings)
         s = fn(state, tokens, valid)
         acc = s if acc is None else jax.tree.map(jnp.add, acc, s)

@@ -96,3 +96,20 @@ def test_scores_equal_on_1_and_8_devices():
 def test_invalid_targets_fail_before_any_work(text, message):
     with pytest.raises(ValueError, match=message):
         validate_targets(CFG, parse_targets(text))
+
+
+def test_depth_rankings_find_the_dead_block(planted):
+    from jaxprune.pruning import depth
+
+    model, _ = planted
+    loss = depth.loss_increase(model, BATCHES[:1])
+    assert abs(loss[5]) < 1e-6 and np.all(np.delete(np.abs(loss), 5) > 1e-4)
+    nmse = depth.iterative_nmse(model, BATCHES[:1])
+    assert np.argmin(nmse) == 5 and sorted(nmse.tolist()) == list(range(8))
+
+
+def test_pruning_keeps_kv_heads(planted):
+    model, sc = planted
+    small = prune(model, sc, {"num_attention_heads": 2})
+    attn = [x for x in small.config.layers if hasattr(x, "num_kv_heads")]
+    assert all(a.num_heads == 2 and a.num_kv_heads == 2 for a in attn)
