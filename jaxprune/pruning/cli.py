@@ -44,8 +44,9 @@ def _score(model, model_path: str, args: argparse.Namespace) -> tuple[dict, dict
     shardings = None
     if jax.device_count() > 1 and bs % jax.device_count() == 0:
         shardings = batch_sharding(make_mesh(data=-1))  # sums add up across devices
-    stats = calibrate(model, batches, aggregation=args.aggregation, progress=True,
-                      shardings=shardings)
+    stats = calibrate(
+        model, batches, aggregation=args.aggregation, progress=True, shardings=shardings
+    )
     sc = scores(stats, model, args.aggregation)
     if args.depth_method == "loss":
         sc["depth_loss"] = depth.loss_increase(model, batches[: args.depth_batches])

@@ -7,7 +7,7 @@ import numpy as np
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning.materialize import materialize
-from jaxprune.pruning.targets import decoder_layers, validate_targets
+from jaxprune.pruning.targets import decoder_layers, target_for, validate_targets
 
 
 def top(score: np.ndarray, k: int) -> np.ndarray:
@@ -41,32 +41,40 @@ def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_bloc
         kept["hidden"] = top(scores["hidden"], t["hidden_size"])
     for i, layer in enumerate(cfg.layers):
         b = f"blocks.{i}."
-        if isinstance(layer, MLPConfig) and "intermediate_size" in t:
-            kept[b + "mlp"] = top(scores[b + "mlp"], t["intermediate_size"])
-        elif isinstance(layer, AttentionConfig) and "num_attention_heads" in t:
+
+        def want(key: str, i=i):
+            return target_for(t, i, key)
+
+        if isinstance(layer, MLPConfig) and want("intermediate_size"):
+            kept[b + "mlp"] = top(scores[b + "mlp"], want("intermediate_size"))
+        elif isinstance(layer, AttentionConfig) and want("num_attention_heads"):
             kept[b + "heads"] = top_per_group(
                 scores[b + "heads"],
                 layer.num_kv_heads,
-                t["num_attention_heads"] // layer.num_kv_heads,
+                want("num_attention_heads") // layer.num_kv_heads,
             )
-        elif isinstance(layer, Mamba2Config) and ({"mamba_num_heads", "mamba_head_dim"} & set(t)):
+        elif isinstance(layer, Mamba2Config) and (
+            want("mamba_num_heads") or want("mamba_head_dim")
+        ):
             heads, channels = mamba_keep(
                 scores[b + "mamba"],
                 layer.n_groups,
-                t.get("mamba_num_heads", layer.num_heads),
-                t.get("mamba_head_dim", layer.head_dim),
+                want("mamba_num_heads") or layer.num_heads,
+                want("mamba_head_dim") or layer.head_dim,
             )
             kept[b + "mamba_heads"], kept[b + "mamba_channels"] = heads, channels
         elif isinstance(layer, MoEConfig):
-            if "n_routed_experts" in t:
+            if want("n_routed_experts"):
                 kept[b + "experts"] = top_per_group(
-                    scores[b + "experts"], layer.n_group, t["n_routed_experts"] // layer.n_group
+                    scores[b + "experts"], layer.n_group, want("n_routed_experts") // layer.n_group
                 )
-            if "moe_intermediate_size" in t:
-                kept[b + "expert_mlp"] = top(scores[b + "expert_mlp"], t["moe_intermediate_size"])
-            if "moe_shared_expert_intermediate_size" in t and layer.shared_intermediate:
+            if want("moe_intermediate_size"):
+                kept[b + "expert_mlp"] = top(
+                    scores[b + "expert_mlp"], want("moe_intermediate_size")
+                )
+            if want("moe_shared_expert_intermediate_size") and layer.shared_intermediate:
                 kept[b + "shared_mlp"] = top(
-                    scores[b + "shared_mlp"], t["moe_shared_expert_intermediate_size"]
+                    scores[b + "shared_mlp"], want("moe_shared_expert_intermediate_size")
                 )
     drop = _dropped_blocks(cfg, scores, t, depth)
     if drop:

@@ -19,16 +19,35 @@ KEYS = (
 )
 
 
+#: Targets that may also be given for one block as ``blocks.<i>.<key>`` (heterogeneous).
+PER_BLOCK = KEYS[1:3] + KEYS[4:9]
+
+
+def target_for(targets: dict, i: int, key: str):
+    """The target of ``key`` for block ``i``: its per-block value, else the uniform one."""
+    return targets.get(f"blocks.{i}.{key}", targets.get(key))
+
+
 def parse_targets(text: str) -> dict:
-    """``"hidden_size=3072,mamba_num_heads=112,drop_layers=3;7"`` -> dict."""
+    """``"hidden_size=3072,mamba_num_heads=112,drop_layers=3;7,blocks.5.intermediate_size=96"``
+    -> dict. Uniform targets apply to every block of that kind (HF-exportable); a
+    ``blocks.<i>.`` key overrides one block (per-layer widths: not loadable by transformers).
+    """
     out: dict = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
             raise ValueError(f"target {item!r} is not key=value")
-        if key not in KEYS:
-            raise ValueError(f"unknown target {key!r}; known: {', '.join(KEYS)}")
+        base = key.split(".")[-1] if key.startswith("blocks.") else key
+        if base not in KEYS or (
+            base != key
+            and (base not in PER_BLOCK or key.count(".") != 2 or not key.split(".")[1].isdigit())
+        ):
+            raise ValueError(
+                f"unknown target {key!r}; known: {', '.join(KEYS)} (per block: "
+                f"blocks.<i>.<{'|'.join(PER_BLOCK)}>)"
+            )
         try:
             if key == "drop_layers":
                 out[key] = [int(v) for v in value.replace(";", " ").split()]
@@ -70,6 +89,13 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
         if extra:
             extra(v)
 
+    for key in targets:
+        if key.startswith("blocks."):
+            i = int(key.split(".")[1])
+            if i >= len(cfg.layers):
+                raise ValueError(f"target {key}: block {i} does not exist")
+            layer_targets = {key.split(".")[-1]: targets[key]}
+            validate_targets(cfg.replace(layers=(cfg.layers[i],)), layer_targets)
     check("hidden_size", [cfg.hidden])
     check("intermediate_size", each(MLPConfig, "intermediate"))
     kv = each(AttentionConfig, "num_kv_heads")

@@ -113,3 +113,22 @@ def test_pruning_keeps_kv_heads(planted):
     small = prune(model, sc, {"num_attention_heads": 2})
     attn = [x for x in small.config.layers if hasattr(x, "num_kv_heads")]
     assert all(a.num_heads == 2 and a.num_kv_heads == 2 for a in attn)
+
+
+def test_per_block_targets_override_the_uniform_one(planted):
+    model, sc = planted
+    t = parse_targets(
+        "intermediate_size=15,blocks.5.intermediate_size=9,blocks.0.mamba_num_heads=3"
+    )
+    small = prune(model, sc, t)
+    widths = [
+        x.intermediate
+        for x in small.config.layers
+        if hasattr(x, "activation") and not hasattr(x, "num_experts")
+    ]
+    assert widths == [15, 9]
+    assert small.config.layers[0].num_heads == 3 and small.config.layers[4].num_heads == 6
+    with pytest.raises(ValueError, match="larger than the source"):
+        validate_targets(CFG, parse_targets("blocks.1.intermediate_size=99"))
+    with pytest.raises(ValueError, match="unknown target"):
+        parse_targets("blocks.x.intermediate_size=3")

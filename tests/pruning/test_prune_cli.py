@@ -23,21 +23,52 @@ TOKENS = np.random.default_rng(1).integers(0, 61, size=(2, 10))
 @pytest.mark.parametrize(
     ("family", "targets", "pattern"),
     [
-        ("nemotron_h",
-         "hidden_size=24,mamba_num_heads=3,mamba_head_dim=3,intermediate_size=30,"
-         "num_attention_heads=2,moe_intermediate_size=8,"
-         "moe_shared_expert_intermediate_size=16,num_hidden_layers=4", None),
-        ("llama", "hidden_size=24,intermediate_size=20,num_attention_heads=2,"
-                  "num_hidden_layers=1", "*-"),
+        (
+            "nemotron_h",
+            "hidden_size=24,mamba_num_heads=3,mamba_head_dim=3,intermediate_size=30,"
+            "num_attention_heads=2,moe_intermediate_size=8,"
+            "moe_shared_expert_intermediate_size=16,num_hidden_layers=4",
+            None,
+        ),
+        (
+            "llama",
+            "hidden_size=24,intermediate_size=20,num_attention_heads=2,num_hidden_layers=1",
+            "*-",
+        ),
     ],
 )
 def test_importance_prune_export_reload(family, targets, pattern, tmp_path, capsys):
     src = save(random_model(family, seed=5), tmp_path / "src")
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).integers(0, 61, size=(16, 24)))
-    assert main(["importance", str(src), "--data", str(tmp_path / "calib.npy"),
-                 "--out", str(tmp_path / "scores.npz"), "--batch-size", "4"]) == 0
-    assert main(["prune", str(src), str(tmp_path / "pruned"), "--scores",
-                 str(tmp_path / "scores.npz"), "--target", targets]) == 0
+    assert (
+        main(
+            [
+                "importance",
+                str(src),
+                "--data",
+                str(tmp_path / "calib.npy"),
+                "--out",
+                str(tmp_path / "scores.npz"),
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "prune",
+                str(src),
+                str(tmp_path / "pruned"),
+                "--scores",
+                str(tmp_path / "scores.npz"),
+                "--target",
+                targets,
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "total" in table and "->" in table
     assert main(["export", str(tmp_path / "pruned"), str(tmp_path / "hf")]) == 0
@@ -57,9 +88,32 @@ def test_prune_refuses_scores_of_another_model(tmp_path, capsys):
     a = save(random_model("llama", seed=1), tmp_path / "a")
     b = save(random_model("qwen3", seed=1), tmp_path / "b")
     np.save(tmp_path / "calib.npy", np.zeros((4, 8), np.int64))
-    assert main(["importance", str(a), "--data", str(tmp_path / "calib.npy"),
-                 "--out", str(tmp_path / "s.npz")]) == 0
-    assert main(["prune", str(b), str(tmp_path / "out"), "--scores", str(tmp_path / "s.npz"),
-                 "--target", "hidden_size=16"]) == 2
+    assert (
+        main(
+            [
+                "importance",
+                str(a),
+                "--data",
+                str(tmp_path / "calib.npy"),
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "prune",
+                str(b),
+                str(tmp_path / "out"),
+                "--scores",
+                str(tmp_path / "s.npz"),
+                "--target",
+                "hidden_size=16",
+            ]
+        )
+        == 2
+    )
     assert "different model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
-from tests.train.util import build_step, host_batch, small_config, teacher_config
+from tests.train.util import build_step, host_batch, small_config
 
 FP32 = {"compute_dtype": "float32", "teacher_dtype": "float32"}
 KD = LossConfig(intermediate=((1, 3), (-1, -1)), ce_weight=0.5, chunk=5)
@@ -22,11 +22,11 @@ def _run(n_devices, cfg, steps=2, **kw):
 
 @pytest.mark.slow
 def test_loss_and_params_agree_between_1_and_8_devices():
-    """A teacher of another architecture (deeper, wider, MoE), intermediate losses through
+    """A teacher of another architecture (deeper, wider), intermediate losses through
     a learned map, CE, gradient accumulation: fp32 loss equal on 1 and 8 devices."""
     cfg = TrainConfig(steps=4, batch_size=8, seq_len=12, grad_accum=2, loss=KD, **FP32)
-    one, m1 = _run(1, cfg, teacher_cfg=teacher_config())
-    eight, m8 = _run(8, cfg, teacher_cfg=teacher_config())
+    one, m1 = _run(1, cfg, teacher_cfg=small_config(32, "M-*-"))
+    eight, m8 = _run(8, cfg, teacher_cfg=small_config(32, "M-*-"))
     for a, b in zip(m1, m8):
         assert not a["skipped"] and a["inter"] > 0 and a["kl"] > 0
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -34,21 +34,26 @@ def test_loss_and_params_agree_between_1_and_8_devices():
     print("1-vs-8 device loss diff:", [float(a["loss"] - b["loss"]) for a, b in zip(m1, m8)])
     for x, y in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(eight["params"])):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
-    assert "proj" in one["params"] and one["params"]["proj"].shape == (24, 32)
+    assert one["params"]["proj"].shape == (24, 32)
 
 
 @pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch():
     opt = OptimConfig(warmup_steps=0, schedule="constant", lr=1e-2)
     base = {"steps": 2, "seq_len": 12, "optim": opt, "loss": LossConfig(kl="none", ce_weight=1.0)}
-    a, ma = _run(1, TrainConfig(batch_size=4, grad_accum=2, **base, **FP32), steps=1)
-    fn, state, rest, _, put = build_step(TrainConfig(batch_size=4, **base, **FP32), 1)
+    tiny = small_config(16, "*-")
+    a, ma = _run(
+        1, TrainConfig(batch_size=4, grad_accum=2, **base, **FP32), steps=1, student_cfg=tiny
+    )
+    fn, state, rest, _, put = build_step(
+        TrainConfig(batch_size=4, **base, **FP32), 1, student_cfg=tiny
+    )
     hb = host_batch(2, 2, 12)
     merged = {k: v.reshape(1, 4, *v.shape[2:]) for k, v in hb.items()}
     state, mb = fn(state, rest, None, put(merged))
     np.testing.assert_allclose(ma[0]["loss"], mb["loss"], rtol=1e-6)
     for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(jax.device_get(state["params"]))):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
