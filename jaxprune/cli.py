@@ -8,6 +8,7 @@ Commands:
   eval        next-token cross-entropy and perplexity of a model on a data file
   importance  activation-based importance scores from calibration data
   prune       prune a model to targets given in HF config names
+  search      architecture search under a parameter / memory budget
 """
 
 from __future__ import annotations
@@ -189,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_eval)
 
     from jaxprune.pruning.cli import add_parsers as pruning_parsers
+    from jaxprune.pruning.cli import add_search_parser
 
     pruning_parsers(sub)
+    add_search_parser(sub)
     return p
 
 

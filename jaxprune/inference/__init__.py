@@ -1,6 +1,19 @@
-"""Cached inference: sampling rules and the jitted generation loop."""
+"""Cached inference: sampling rules, the jitted generation loop and step-by-step decoding."""
 
-from jaxprune.inference.generate import generate, make_generate
+from jaxprune.inference.generate import generate, make_generate, make_picker
 from jaxprune.inference.sampling import sample
+from jaxprune.inference.stream import Decoder, generate_text
+from jaxprune.inference.text import left_pad, load_tokenizer, resolve_model, round_up
 
-__all__ = ["generate", "make_generate", "sample"]
+__all__ = [
+    "Decoder",
+    "generate",
+    "generate_text",
+    "left_pad",
+    "load_tokenizer",
+    "make_generate",
+    "make_picker",
+    "resolve_model",
+    "round_up",
+    "sample",
+]

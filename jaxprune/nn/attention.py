@@ -62,11 +62,14 @@ class Attention(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
         pos: jax.Array | None = None,
+        offset: jax.Array | None = None,
         tap=None,
         **unused,
     ) -> tuple[jax.Array, KVCache | None]:
         """x (b, T, d); positions (b, T) int. With ``cache`` the T new keys are written at
-        ``pos`` and the queries attend to every cached key at or before their position.
+        ``pos`` and the queries attend to every cached key at or before their position;
+        ``offset`` (b,) int marks the first ``offset[i]`` slots of row i as left padding,
+        never attended (``positions`` are then the real positions, slot - offset).
         Returns (b, T, d) and the updated cache. ``tap("heads", out)`` sees the o_proj input
         (b, T, Hq, head_dim)."""
         cfg, dt = self.cfg, self.dtype
@@ -94,8 +97,10 @@ class Attention(nnx.Module):
             cache = KVCache(kc, vc)
             b, s = x.shape[0], kc.shape[1]
             k_pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-            q_pos = pos + jnp.arange(x.shape[1], dtype=jnp.int32)[None]
-            mask = causal_mask(q_pos, k_pos, window=cfg.sliding_window)
+            if offset is not None:
+                k_pos = k_pos - offset[:, None]
+            mask = causal_mask(positions, k_pos, window=cfg.sliding_window)
+            mask &= (k_pos >= 0)[:, None, :]
             k, v = kc.astype(dt), vc.astype(dt)
         out = gqa_attention(q, k, v, mask)
         if tap is not None:

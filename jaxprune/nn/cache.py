@@ -28,10 +28,16 @@ class MambaCache:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Cache:
-    """One entry per block (None for MLP / MoE blocks) and ``pos``: tokens seen so far."""
+    """One entry per block (None for MLP / MoE blocks) and ``pos``: tokens seen so far.
+
+    ``offset`` (b,) int32, optional: the number of left-padding tokens of each row. Slot
+    ``j`` of a row holds its real token ``j - offset`` (RoPE position); slots before
+    ``offset`` are padding that no later token sees. None means no padding.
+    """
 
     layers: tuple[KVCache | MambaCache | None, ...]
     pos: jax.Array
+    offset: jax.Array | None = None
 
     @property
     def max_len(self) -> int | None:

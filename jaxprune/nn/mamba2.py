@@ -75,6 +75,7 @@ class Mamba2(nnx.Module):
         cache: MambaCache | None = None,
         seq_idx: jax.Array | None = None,
         mask: jax.Array | None = None,
+        valid: jax.Array | None = None,
         tap=None,
         **unused,
     ) -> tuple[jax.Array, MambaCache | None]:
@@ -83,11 +84,14 @@ class Mamba2(nnx.Module):
         ``mask`` (H, P) 0/1 restricts the gated norm of each group to the kept (head,
         channel) pairs (a masked model's removed weights are zero, so nothing else
         changes). ``tap("mamba_x", x)`` sees the x slice of the input projection (b,T,H,P).
+        ``valid`` (b, T) bool marks real tokens: padded positions are zeroed before the
+        projections, at the conv input and after the conv, so x, B and C vanish there and
+        the conv and SSM states are exactly those of the unpadded tokens.
         """
         cfg, dt_ = self.cfg, self.dtype
         b, t, _ = u.shape
         h, p, n, g = cfg.num_heads, cfg.head_dim, cfg.state, cfg.n_groups
-        u = u.astype(dt_)
+        u = _zero_padding(u.astype(dt_), valid)
         z = self._proj(u, "z_proj")
         x_in = self._proj(u, "x_proj")
         if tap is not None:
@@ -116,9 +120,13 @@ class Mamba2(nnx.Module):
                 ]
             )
         xbc, conv_state = causal_conv1d(
-            xbc, w, bias, state=None if cache is None else cache.conv, seq_idx=seq_idx
+            _zero_padding(xbc, valid),
+            w,
+            bias,
+            state=None if cache is None else cache.conv,
+            seq_idx=seq_idx,
         )
-        xbc = jax.nn.silu(xbc)
+        xbc = _zero_padding(jax.nn.silu(xbc), valid)
         x = xbc[..., : h * p].reshape(b, t, h, p)
         B = xbc[..., h * p : h * p + g * n].reshape(b, t, g, n)
         C = xbc[..., h * p + g * n :].reshape(b, t, g, n)
@@ -172,6 +180,13 @@ class Mamba2(nnx.Module):
             conv=jnp.zeros((batch, cfg.conv_kernel - 1, cfg.conv_dim), dtype),
             ssm=jnp.zeros((batch, cfg.num_heads, cfg.head_dim, cfg.state), jnp.float32),
         )
+
+
+def _zero_padding(a: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """a (b, T, ...) with the positions where ``valid`` (b, T) is False set to zero."""
+    if valid is None:
+        return a
+    return jnp.where(valid.reshape(valid.shape + (1,) * (a.ndim - 2)), a, jnp.zeros((), a.dtype))
 
 
 def _dt_bias_init(key: jax.Array, cfg: Mamba2Config) -> jax.Array:

@@ -123,15 +123,24 @@ class HybridLM(nnx.Module):
         """Process ``tokens`` (b, T) after the ``cache.pos`` tokens already cached.
 
         Prefill is ``step(prompt, model.init_cache(...))``; decoding is T = 1.
-        Returns logits (b, T, V) fp32 and the updated cache.
+        Returns logits (b, T, V) fp32 and the updated cache. With ``cache.offset`` (left
+        padding, see ``init_cache``) the first ``offset[i]`` tokens of row i are padding:
+        attention never sees them, Mamba2 zeroes them, and RoPE counts real tokens only, so
+        each row gives what it would alone; logits at padded slots are meaningless.
         """
         h = self.embed_tokens(tokens)
         positions = _arange_positions(tokens, cache.pos)
+        valid = None
+        if cache.offset is not None:
+            positions = positions - cache.offset[:, None]
+            valid = positions >= 0
         new = []
         for block, c in zip(self.blocks, cache.layers, strict=True):
-            h, c = block(h, positions=positions, cache=c, pos=cache.pos)
+            h, c = block(
+                h, positions=positions, cache=c, pos=cache.pos, valid=valid, offset=cache.offset
+            )
             new.append(c)
-        return self.logits(h), Cache(tuple(new), cache.pos + tokens.shape[1])
+        return self.logits(h), Cache(tuple(new), cache.pos + tokens.shape[1], cache.offset)
 
     def embed_tokens(self, tokens: jax.Array) -> jax.Array:
         """(b, T) int -> (b, T, d) in the compute dtype."""
@@ -147,9 +156,12 @@ class HybridLM(nnx.Module):
             "btd,dv->btv", h, w.astype(self.dtype), preferred_element_type=jnp.float32
         )
 
-    def init_cache(self, batch: int, max_len: int, dtype=None) -> Cache:
+    def init_cache(
+        self, batch: int, max_len: int, dtype=None, *, offset: jax.Array | None = None
+    ) -> Cache:
         """Empty caches for ``batch`` sequences of up to ``max_len`` tokens. The KV and conv
-        caches use ``dtype`` (default: the compute dtype); SSM states are always fp32."""
+        caches use ``dtype`` (default: the compute dtype); SSM states are always fp32.
+        ``offset`` (batch,) int: left-padding tokens per row of the prompt to come."""
         dtype = jnp.dtype(dtype or self.dtype)
         layers = []
         for block in self.blocks:
@@ -160,7 +172,9 @@ class HybridLM(nnx.Module):
                 layers.append(mixer.init_cache(batch, dtype))
             else:
                 layers.append(None)
-        return Cache(tuple(layers), jnp.zeros((), jnp.int32))
+        if offset is not None:
+            offset = jnp.broadcast_to(jnp.asarray(offset, jnp.int32), (batch,))
+        return Cache(tuple(layers), jnp.zeros((), jnp.int32), offset)
 
 
 def _prefixed(tap, prefix: str):

@@ -145,3 +145,80 @@ def add_parsers(sub) -> None:
     )
     _calibration_args(sp, required=False)
     sp.set_defaults(fn=cmd_prune)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from jaxprune.converters.api import load_model
+    from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
+    from jaxprune.converters.native import save_model
+    from jaxprune.evaluation import check_rows
+    from jaxprune.params import count_params
+    from jaxprune.pruning.prune import prune
+    from jaxprune.pruning.scores_io import load_scores
+    from jaxprune.search.report import write_report
+    from jaxprune.search.search import Budget, evaluate, shortlist
+    from jaxprune.search.space import SearchSpace
+
+    model, meta = load_model(args.model)
+    if args.scores:
+        sc, _ = load_scores(args.scores, model.config)
+    else:
+        sc, _, _ = _score(model, args.model, args)
+    budget = Budget(
+        params=args.params,
+        active=args.active,
+        memory_gb=args.memory_gb,
+        batch=args.memory_batch,
+        context=args.memory_context,
+    )
+    space = SearchSpace(max_prune=args.max_prune, divisor=args.divisor)
+    cands = shortlist(model, sc, budget, space, args.top_k)
+    rows = check_rows(_calibration_rows(args.model, args), model.config.vocab_size)
+    rows = rows[: args.eval_samples]
+    distill = None
+    if args.distill_steps:
+        from jaxprune.search.distill import make_short_distill
+
+        distill = make_short_distill(model, rows, steps=args.distill_steps)
+    cands = evaluate(model, sc, cands, rows, distill=distill, batch_size=args.batch_size)
+    best = min(cands, key=lambda c: c.final_loss)
+    with atomic_output_dir(Path(args.out)) as tmp:
+        write_report(tmp, cands, best, count_params(model.config))
+        save_model(
+            _mkdir(tmp / "best"),
+            prune(model, sc, best.targets),
+            family=meta.get("family"),
+            hf_config=meta.get("hf_config"),
+        )
+        copy_aux_files(Path(args.model), tmp / "best")
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def add_search_parser(sub) -> None:
+    sp = sub.add_parser("search", help="architecture search under a parameter budget")
+    sp.add_argument("model")
+    sp.add_argument(
+        "--params",
+        type=float,
+        required=True,
+        help="budget: <= 1 is a fraction of the source, else a count (4e9)",
+    )
+    sp.add_argument("--active", action="store_true", help="budget active (MoE) parameters")
+    sp.add_argument("--memory-gb", type=float, default=None)
+    sp.add_argument("--memory-batch", type=int, default=1)
+    sp.add_argument("--memory-context", type=int, default=4096)
+    sp.add_argument("--top-k", type=int, default=10)
+    sp.add_argument("--distill-steps", type=int, default=0)
+    sp.add_argument("--max-prune", type=float, default=0.5)
+    sp.add_argument("--divisor", type=int, default=64)
+    sp.add_argument("--eval-samples", type=int, default=64)
+    sp.add_argument("--scores", help="scores from `jaxprune importance` (else calibrate)")
+    sp.add_argument("--out", required=True)
+    _calibration_args(sp, required=True)
+    sp.set_defaults(fn=cmd_search)

@@ -1,0 +1,1 @@
+"""Architecture search under parameter / memory budgets over pruning targets."""

@@ -1,0 +1,127 @@
+"""Budgeted search: enumerate targets, filter by analytic params / memory, prune the top-k
+from saved scores, score them zero-shot by LM loss (and optionally after a short
+distillation), pick the best, and report with a Pareto plot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.evaluation import evaluate_lm_loss
+from jaxprune.nn.model import HybridLM
+from jaxprune.params import count_params
+from jaxprune.pruning.prune import prune
+from jaxprune.search.space import SearchSpace, candidates, memory_bytes
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``params``: <= 1 is a fraction of the source's, else an absolute count; ``active``
+    budgets active (per-token) parameters; ``memory_gb`` caps weights + caches at
+    ``batch`` x ``context``."""
+
+    params: float
+    active: bool = False
+    memory_gb: float | None = None
+    batch: int = 1
+    context: int = 4096
+
+
+@dataclass
+class Candidate:
+    targets: dict
+    params: int
+    active: int
+    memory: int
+    loss: float | None = None
+    distilled_loss: float | None = None
+    decode_ms: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss if self.distilled_loss is None else self.distilled_loss
+
+
+def shortlist(
+    model: HybridLM, scores: dict, budget: Budget, space: SearchSpace, top_k: int
+) -> list[Candidate]:
+    """The ``top_k`` feasible candidates with the most parameters (closest to the budget)."""
+    cfg = model.config
+    src = count_params(cfg)
+    limit = budget.params * (
+        src["active" if budget.active else "total"] if budget.params <= 1 else 1
+    )
+    feasible = []
+    for targets, small in candidates(cfg, scores, space):
+        c = count_params(small)
+        mem = memory_bytes(small, batch=budget.batch, context=budget.context)["total"]
+        if c["active" if budget.active else "total"] > limit:
+            continue
+        if budget.memory_gb is not None and mem > budget.memory_gb * 1e9:
+            continue
+        feasible.append(Candidate(targets, c["total"], c["active"], mem))
+    if not feasible:
+        raise ValueError(
+            f"no candidate fits the budget ({limit:,.0f} params"
+            + (f", {budget.memory_gb} GB" if budget.memory_gb else "")
+            + ")"
+        )
+    feasible.sort(key=lambda c: c.active if budget.active else c.params, reverse=True)
+    return feasible[:top_k]
+
+
+def decode_ms(model: HybridLM, context: int = 64, reps: int = 5) -> float:
+    """Median wall time of one jitted decode step (batch 1) after a ``context`` prefill."""
+    graphdef, state = nnx.split(model)
+    step = jax.jit(lambda s, t, c: nnx.merge(graphdef, s).step(t, c))
+    cache = model.init_cache(1, context + reps + 2)
+    _, cache = step(state, jnp.zeros((1, context), jnp.int32), cache)
+    tok = jnp.zeros((1, 1), jnp.int32)
+    jax.block_until_ready(step(state, tok, cache))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        logits, cache = step(state, tok, cache)
+        jax.block_until_ready(logits)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def evaluate(
+    model: HybridLM,
+    scores: dict,
+    cands: list[Candidate],
+    rows: np.ndarray,
+    *,
+    distill: Callable[[HybridLM], HybridLM] | None = None,
+    batch_size: int = 8,
+    depth: str = "depth_block_influence",
+) -> list[Candidate]:
+    """Prune each candidate, measure LM loss (and after ``distill``) and decode latency."""
+    for c in cands:
+        small = prune(model, scores, c.targets, depth)
+        c.loss = evaluate_lm_loss(small, rows, batch_size=batch_size)["loss"]
+        if distill is not None:
+            c.distilled_loss = evaluate_lm_loss(distill(small), rows, batch_size=batch_size)["loss"]
+        c.decode_ms = decode_ms(small)
+    return cands
+
+
+def pareto(points: list[tuple[float, float]]) -> list[bool]:
+    """True where no other point is <= in both coordinates and < in one (minimize both)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 <= y and (x2 < x or y2 < y))
+            for j, (x2, y2) in enumerate(points)
+            if j != i
+        )
+        out.append(not dominated)
+    return out

@@ -1,0 +1,127 @@
+"""The candidate space: per-axis choice grids, analytic parameter and memory costs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.params import count_params
+from jaxprune.pruning.materialize import shrink_config
+from jaxprune.pruning.prune import plan
+from jaxprune.pruning.targets import decoder_layers
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which axes to search and how finely.
+
+    ``max_prune``: largest fraction removed from each axis; ``divisor``: width choices are
+    multiples of it (heads: of the KV heads / n_groups / n_group as the axis requires);
+    ``depth_step``: layer counts searched in steps of this; ``axes``: HF target names.
+    """
+
+    axes: tuple[str, ...] = (
+        "hidden_size",
+        "intermediate_size",
+        "mamba_num_heads",
+        "num_attention_heads",
+        "moe_intermediate_size",
+        "num_hidden_layers",
+    )
+    max_prune: float = 0.5
+    divisor: int = 64
+    depth_step: int = 1
+    max_candidates: int = 200_000
+
+
+def _grid(source: int, step: int, max_prune: float) -> list[int]:
+    lo = max(step, math.ceil(source * (1 - max_prune) / step) * step)
+    vals = list(range(lo, source + 1, step))
+    return vals if source in vals else [*vals, source]
+
+
+def axis_choices(cfg: ModelConfig, space: SearchSpace) -> dict[str, list[int]]:
+    """Allowed values per axis (always including the source value)."""
+    layers = cfg.layers
+    first = {
+        t: next((x for x in layers if isinstance(x, t)), None)
+        for t in (MLPConfig, AttentionConfig, Mamba2Config, MoEConfig)
+    }
+    out: dict[str, list[int]] = {}
+    for axis in space.axes:
+        div = space.divisor
+        if axis == "hidden_size":
+            out[axis] = _grid(cfg.hidden, min(div, cfg.hidden), space.max_prune)
+        elif axis == "intermediate_size" and first[MLPConfig]:
+            f = first[MLPConfig].intermediate
+            out[axis] = _grid(f, min(div, f), space.max_prune)
+        elif axis == "num_attention_heads" and first[AttentionConfig]:
+            a = first[AttentionConfig]
+            out[axis] = _grid(a.num_heads, a.num_kv_heads, space.max_prune)
+        elif axis == "mamba_num_heads" and first[Mamba2Config]:
+            m = first[Mamba2Config]
+            out[axis] = _grid(m.num_heads, m.n_groups, space.max_prune)
+        elif axis == "mamba_head_dim" and first[Mamba2Config]:
+            m = first[Mamba2Config]
+            out[axis] = _grid(m.head_dim, min(8, m.head_dim), space.max_prune)
+        elif axis == "n_routed_experts" and first[MoEConfig]:
+            e = first[MoEConfig]
+            step = max(e.n_group, 1)
+            out[axis] = [
+                v
+                for v in _grid(e.num_experts, step, space.max_prune)
+                if v // e.n_group * e.topk_group >= e.top_k
+            ]
+        elif axis == "moe_intermediate_size" and first[MoEConfig]:
+            f = first[MoEConfig].intermediate
+            out[axis] = _grid(f, min(div, f), space.max_prune)
+        elif axis == "num_hidden_layers":
+            n = len(layers) // 2 if decoder_layers(cfg) else len(layers)
+            out[axis] = _grid(n, space.depth_step, space.max_prune)
+    return {k: v for k, v in out.items() if v}
+
+
+def memory_bytes(
+    cfg: ModelConfig, *, batch: int, context: int, weight_bytes: int = 2, cache_bytes: int = 2
+) -> dict[str, int]:
+    """Inference memory: weights + KV cache + SSM state (fp32) + conv state."""
+    kv = ssm = conv = 0
+    for layer in cfg.layers:
+        if isinstance(layer, AttentionConfig):
+            window = min(context, layer.sliding_window or context)
+            kv += 2 * batch * window * layer.num_kv_heads * layer.head_dim * cache_bytes
+        elif isinstance(layer, Mamba2Config):
+            ssm += batch * layer.num_heads * layer.head_dim * layer.state * 4
+            conv += batch * (layer.conv_kernel - 1) * layer.conv_dim * cache_bytes
+    weights = count_params(cfg)["total"] * weight_bytes
+    return {
+        "weights": weights,
+        "kv": kv,
+        "ssm": ssm,
+        "conv": conv,
+        "total": weights + kv + ssm + conv,
+    }
+
+
+def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
+    """Yield (targets, pruned config) for every combination of axis choices.
+
+    Each axis value is planned once and the kept-index sets are merged, so enumerating is
+    cheap; widths (hence costs) are exact. The final candidates are re-planned jointly.
+    """
+    choices = axis_choices(cfg, space)
+    keys = list(choices)
+    total = math.prod(len(v) for v in choices.values())
+    if total > space.max_candidates:
+        raise ValueError(
+            f"search space has {total:,} candidates (> {space.max_candidates:,}); "
+            "raise the divisor or lower max_prune"
+        )
+    per_axis = {(k, v): plan(cfg, scores, {k: v}) for k in keys for v in choices[k]}
+    for values in itertools.product(*(choices[k] for k in keys)):
+        kept: dict = {}
+        for k, v in zip(keys, values, strict=True):
+            kept.update(per_axis[(k, v)])
+        yield dict(zip(keys, values, strict=True)), shrink_config(cfg, kept)

@@ -1,0 +1,88 @@
+"""Exact resume: SIGKILL / SIGTERM mid-run, then --resume, equals an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxprune.converters.api import load_model
+from jaxprune.converters.native import model_params
+from jaxprune.train import trainer
+from tests.train.worker import distill
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 8
+
+
+def _params(out: Path) -> dict[str, np.ndarray]:
+    model, _ = load_model(out)
+    return model_params(model)
+
+
+def _assert_bitwise(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    result = distill(str(out), steps=STEPS)
+    assert result.status == "done" and result.step == STEPS
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    return _params(out)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, reference):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tests.train.worker", str(out), "--steps", str(STEPS)]
+    proc = subprocess.Popen(
+        [*cmd, "--step-delay", "0.5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 240
+    while not (ckpts / "2" / "commit_success.txt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    assert killed_at < STEPS and not (out / "jaxprune.json").exists()
+    result = distill(str(out), steps=STEPS, resume=True)
+    assert result.status == "done" and result.step == STEPS
+    _assert_bitwise(_params(out), reference)
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # no duplicated steps
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_finishes_identically(tmp_path, reference, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    original = trainer._device_batch
+
+    def preempt_at_3(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(trainer, "_device_batch", preempt_at_3)
+    result = distill(str(out), steps=STEPS, save_every=100)
+    assert result.status == "preempted" and result.step == 3
+    assert (out / "checkpoints" / "3" / "commit_success.txt").exists()
+    assert not (out / "jaxprune.json").exists()
+    monkeypatch.setattr(trainer, "_device_batch", original)
+    result = distill(str(out), steps=STEPS, save_every=100, resume=True)
+    assert result.status == "done" and result.step == STEPS
+    _assert_bitwise(_params(out), reference)
