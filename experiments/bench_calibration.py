@@ -40,17 +40,20 @@ def main() -> None:
     args = ap.parse_args()
     model = init_model(get_preset(args.preset), 0)
     graphdef, state = nnx.split(model)
-    tokens = jax.random.randint(jax.random.key(0), (args.batch, args.seq_len), 0,
-                                model.config.vocab_size)
+    tokens = jax.random.randint(
+        jax.random.key(0), (args.batch, args.seq_len), 0, model.config.vocab_size
+    )
     valid = jnp.ones(tokens.shape, bool)
     fwd = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
     stats = make_stats_fn(model)
     t_fwd = best(lambda: fwd(state, tokens), args.reps)
     t_cal = best(lambda: stats(state, tokens, valid), args.reps)
     n = args.batch * args.seq_len
-    print(f"| {args.preset} b={args.batch} T={args.seq_len} | forward {n / t_fwd:,.0f} tok/s "
-          f"({t_fwd:.3f} s) | calibration {n / t_cal:,.0f} tok/s ({t_cal:.3f} s) | "
-          f"overhead {t_cal / t_fwd:.2f}x |")
+    print(
+        f"| {args.preset} b={args.batch} T={args.seq_len} | forward {n / t_fwd:,.0f} tok/s "
+        f"({t_fwd:.3f} s) | calibration {n / t_cal:,.0f} tok/s ({t_cal:.3f} s) | "
+        f"overhead {t_cal / t_fwd:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

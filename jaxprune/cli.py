@@ -9,6 +9,8 @@ Commands:
   importance  activation-based importance scores from calibration data
   prune       prune a model to targets given in HF config names
   search      architecture search under a parameter / memory budget
+  distill     distill a student from a teacher (sharded, resumable)
+  train       plain language-model training
 """
 
 from __future__ import annotations
@@ -194,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pruning_parsers(sub)
     add_search_parser(sub)
+
+    from jaxprune.train.cli import add_parsers as train_parsers
+
+    train_parsers(sub)
     return p
 
 

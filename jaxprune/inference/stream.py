@@ -4,7 +4,7 @@ compiled once per shape and reused across calls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,15 +87,19 @@ def generate_text(
     *,
     key: jax.Array | None = None,
     eos_id: int | None = None,
+    stop: Sequence[str] = (),
     multiple: int = 64,
+    max_prompt_len: int | None = None,
     on_step=None,
 ) -> list[str]:
     """Continue each prompt (batched, left-padded to a multiple of ``multiple`` tokens) until
-    ``max_new_tokens`` or, for every row, ``eos_id``. ``on_step(i, texts)`` (if given) sees
-    the decoded continuations after step i, for streaming. Returns the continuations."""
+    ``max_new_tokens`` or, for every row, ``eos_id`` or one of the ``stop`` strings (the
+    text is cut before it). Prompts keep their last ``max_prompt_len`` tokens when given.
+    ``on_step(i, texts)`` (if given) sees the decoded continuations after step i, for
+    streaming. Returns the continuations."""
     from jaxprune.inference.text import left_pad, round_up
 
-    ids = [tokenizer.encode(p).ids for p in prompts]
+    ids = [tokenizer.encode(p).ids[-(max_prompt_len or 0) :] for p in prompts]
     tokens, offset = left_pad(ids, eos_id or 0, multiple=multiple)
     max_len = round_up(tokens.shape[1] + max_new_tokens, multiple)
     out: list[list[int]] = [[] for _ in prompts]
@@ -110,9 +114,17 @@ def generate_text(
                 done[r] = True
             else:
                 out[r].append(t)
-        texts = [tokenizer.decode(o) for o in out]
+        full = [tokenizer.decode(o) for o in out]
+        texts = [_cut(t, stop) for t in full]
+        done |= np.array([len(a) < len(b) for a, b in zip(texts, full)])
         if on_step is not None:
             on_step(i, texts)
         if done.all():
             break
     return texts
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any of the ``stop`` strings."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(cuts)] if cuts else text

@@ -40,6 +40,7 @@ def train_config_from_gin(files: list[str], params: list[str]) -> TrainConfig:
     for f in files:
         if not Path(f).is_file():
             raise ValueError(f"gin file not found: {f}")
+        gin.add_config_file_search_path(str(Path(f).resolve().parent))  # for `include`
     try:
         gin.parse_config_files_and_bindings(files, params)
         return gin.get_configurable(TrainConfig)()
@@ -68,12 +69,18 @@ def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfi
     return cfg.replace(**changes)
 
 
-def _tokenizer(model_dir: Path | None):
+def _tokenizer(model_dir: Path | None, data: list[str]):
+    """The model's ``tokenizer.json``, loaded only when some data file is not token ids."""
+    if all(Path(d).suffix.lower() in (".npy", ".bin") for d in data):
+        return None
     if model_dir is None or not (model_dir / "tokenizer.json").is_file():
         return None
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    try:
+        return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    except Exception as e:  # the tokenizers library raises a bare Exception
+        raise ValueError(f"cannot read {model_dir / 'tokenizer.json'}: {e}") from e
 
 
 def _init_model(spec: str, seed: int):
@@ -117,7 +124,7 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
         raise ValueError(
             f"teacher vocabulary {teacher.config.vocab_size} differs from the student's {vocab}"
         )
-    tok = _tokenizer(source_dir)
+    tok = _tokenizer(source_dir, [args.data] + ([args.eval_data] if args.eval_data else []))
     train_src = load_corpus(args.data, tokenizer=tok, vocab_size=vocab)
     eval_src = (
         load_corpus(args.eval_data, tokenizer=tok, vocab_size=vocab) if args.eval_data else None

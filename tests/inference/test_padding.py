@@ -37,6 +37,7 @@ def _prompts(cfg, seed=0):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_left_padded_batch_generates_what_each_prompt_generates_alone(name):
     cfg = CONFIGS[name]()

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxprune.config import ModelConfig
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.data import Corpus
 from jaxprune.nn.model import init_model
 from jaxprune.sharding import make_mesh
@@ -14,9 +14,13 @@ from jaxprune.train.config import TrainConfig
 from jaxprune.train.optim import make_optimizer, make_schedule
 from jaxprune.train.state import init_state, place, retype
 from jaxprune.train.step import Frozen, batch_shardings, make_train_step
-from tests.conftest import ATTN, MAMBA, MLP, hybrid_config
 
+# As in tests/conftest.py, which is not imported here: the subprocess workers choose their
+# own device count before jax starts.
 VOCAB = 61
+MAMBA = Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=8)
+ATTN = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=6)
+MLP = MLPConfig(intermediate=29)
 
 
 def small_config(hidden: int = 24, pattern: str = "M*-") -> ModelConfig:
@@ -24,11 +28,6 @@ def small_config(hidden: int = 24, pattern: str = "M*-") -> ModelConfig:
     return ModelConfig.from_pattern(
         pattern, vocab_size=VOCAB, hidden=hidden, mamba=MAMBA, attention=ATTN, mlp=MLP
     )
-
-
-def teacher_config() -> ModelConfig:
-    """A wider, deeper teacher with every block type (MoE included)."""
-    return hybrid_config().replace(hidden=32)
 
 
 def corpus(n_tokens: int = 6000, seed: int = 0) -> Corpus:

@@ -17,7 +17,7 @@ import time
 
 def setup_jax(local_devices: int, distributed: dict | None) -> None:
     """The device setup of ``tests/conftest.py`` (or a process of a distributed run)."""
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={local_devices}")
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
     import jax
 
     jax.config.update("jax_num_cpu_devices", local_devices)
@@ -50,9 +50,7 @@ def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_
     )
     student = init_model(small_config(24), 0)
     teacher = init_model(small_config(32, "M-*-"), 1)
-    return run(
-        cfg, student=student, teacher=teacher, train_source=corpus(), out=out, resume=resume
-    )
+    return run(cfg, student=student, teacher=teacher, train_source=corpus(), out=out, resume=resume)
 
 
 def main() -> None:
@@ -91,7 +89,9 @@ def main() -> None:
 
     if jax.process_index() == 0:
         with open(os.path.join(args.out, "result.json"), "w") as f:
-            json.dump({"status": result.status, "step": result.step, "loss": result.train["loss"]}, f)
+            json.dump(
+                {"status": result.status, "step": result.step, "loss": result.train["loss"]}, f
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""``jaxprune generate`` and ``jaxprune bench``; ``add_parsers`` registers them with the main
+command line (errors are raised as ValueError / OSError, which it prints as one line)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import jax
+
+    from jaxprune.evaluation.data import eos_token_id
+    from jaxprune.inference import Decoder, generate_text, resolve_model
+
+    if args.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer, seed=args.seed)
+    if loaded.tokenizer is None:
+        raise ValueError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH")
+    decoder = Decoder(
+        loaded.model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
+    )
+    single = len(args.prompt) == 1
+    shown = [""] * len(args.prompt)
+
+    def on_step(_: int, texts: list[str]) -> None:
+        for i, text in enumerate(texts):
+            delta = text[len(shown[i]) :] if text.startswith(shown[i]) else text
+            if delta and not args.json:
+                sys.stdout.write(delta if single else f"[{i}] {delta!r}\n")
+                sys.stdout.flush()
+            shown[i] = text
+
+    if single and not args.json:
+        sys.stdout.write(args.prompt[0])
+    texts = generate_text(
+        decoder,
+        loaded.tokenizer,
+        args.prompt,
+        args.max_new_tokens,
+        key=jax.random.key(args.seed),
+        eos_id=eos_token_id(loaded.tokenizer),
+        on_step=on_step,
+    )
+    if args.json:
+        print(json.dumps([{"prompt": p, "completion": t} for p, t in zip(args.prompt, texts)]))
+    elif single:
+        print()
+    else:
+        for i, (p, t) in enumerate(zip(args.prompt, texts)):
+            print(f"--- [{i}] ---\n{p}{t}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from jaxprune.inference import resolve_model
+    from jaxprune.inference.bench import run_bench
+    from jaxprune.inference.report import to_markdown, write_report
+
+    if args.gen_len < 1 or args.repeats < 1:
+        raise ValueError("--gen-len and --repeats must be >= 1")
+    models = []
+    for spec in args.models:
+        loaded = resolve_model(spec, seed=args.seed)
+        models.append((loaded.name, loaded.model))
+
+    def progress(row: dict) -> None:
+        if not args.json:
+            print(
+                f"  {row['model']} prompt {row['prompt_len']} batch {row['batch']}: "
+                f"decode {row['decode_tok_s'] or 0:,.0f} tok/s",
+                file=sys.stderr,
+            )
+
+    report = run_bench(
+        models,
+        prompt_lens=args.prompt_lens,
+        batches=args.batch_sizes,
+        gen_len=args.gen_len,
+        repeats=args.repeats,
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(to_markdown(report), end="")
+    if args.out:
+        for line in write_report(report, args.out):
+            print(f"wrote {line}" if not line.startswith("matplotlib") else line, file=sys.stderr)
+    return 0
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``generate`` and ``bench`` on the main parser's subparsers."""
+    sp = subparsers.add_parser("generate", help="generate text from prompts (streamed)")
+    sp.add_argument("model", help="a native checkpoint, an HF directory or a preset name")
+    sp.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    sp.add_argument("--max-new-tokens", type=int, default=64)
+    sp.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    sp.add_argument("--top-k", type=int, default=None)
+    sp.add_argument("--top-p", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the model's)")
+    sp.add_argument("--json", action="store_true", help="print one JSON list at the end")
+    sp.set_defaults(fn=cmd_generate)
+
+    sp = subparsers.add_parser("bench", help="prefill / decode speed and cache size of models")
+    sp.add_argument("models", nargs="+", help="checkpoints, HF directories or preset names")
+    sp.add_argument("--prompt-len", dest="prompt_lens", type=_int_list, default=[2048])
+    sp.add_argument("--gen-len", type=int, default=256)
+    sp.add_argument("--batch", dest="batch_sizes", type=_int_list, default=[1])
+    sp.add_argument("--repeats", type=int, default=2, help="timed runs (the best is kept)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", default=None, help="write bench.json, bench.md and bench.png here")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(fn=cmd_bench)

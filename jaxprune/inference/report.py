@@ -1,0 +1,90 @@
+"""Benchmark reports: a Markdown table and a plot (when matplotlib is importable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_COLUMNS = (
+    ("model", "model", None),
+    ("prompt_len", "prompt", None),
+    ("batch", "batch", None),
+    ("params", "params (M)", 1e6),
+    ("prefill_tok_s", "prefill tok/s", 1.0),
+    ("decode_tok_s", "decode tok/s", 1.0),
+    ("ttft_s", "TTFT (ms)", 1e-3),
+    ("kv_bytes_per_seq", "KV MiB/seq", 2**20),
+    ("ssm_bytes_per_seq", "SSM+conv MiB/seq", 2**20),
+    ("peak_bytes", "peak MiB", 2**20),
+)
+_RATIOS = (("decode_tok_s_ratio", "decode x"), ("cache_bytes_per_seq_ratio", "cache x"))
+
+
+def _fmt(value, scale) -> str:
+    if value is None:
+        return "-"
+    if scale is None:
+        return str(value)
+    v = value / scale
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+
+
+def to_markdown(report: dict) -> str:
+    """A Markdown table with one line per (model, prompt length, batch) row of ``report``
+    (from ``bench.run_bench``); ratios are against the first model."""
+    head = [h for _, h, _ in _COLUMNS] + [h for _, h in _RATIOS]
+    lines = [
+        f"device: {report['device']} ({report['backend']})",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
+    ]
+    for r in report["rows"]:
+        cells = [_fmt(r.get(k), s) for k, _, s in _COLUMNS]
+        cells += [_fmt(r.get(k), 1.0) for k, _ in _RATIOS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: str | Path) -> str | None:
+    """Save decode throughput and cache bytes per sequence against prompt length, one line
+    per (model, batch), to ``path``. Returns None, or a note when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: plot skipped"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    series: dict[tuple[str, int], list[dict]] = {}
+    for r in report["rows"]:
+        series.setdefault((r["model"], r["batch"]), []).append(r)
+    for (model, batch), rows in series.items():
+        rows = sorted(rows, key=lambda r: r["prompt_len"])
+        xs = [r["prompt_len"] for r in rows]
+        label = f"{model} (batch {batch})"
+        axes[0].plot(xs, [r["decode_tok_s"] or 0 for r in rows], marker="o", label=label)
+        axes[1].plot(xs, [r["cache_bytes_per_seq"] / 2**20 for r in rows], marker="o")
+    axes[0].set(xlabel="prompt length", ylabel="decode tokens/s", title="decode throughput")
+    axes[1].set(xlabel="prompt length", ylabel="MiB per sequence", title="cache size")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['device']} ({report['backend']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def write_report(report: dict, out_dir: str | Path) -> list[str]:
+    """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``; returns the
+    written paths, plus a note when the plot was skipped."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(to_markdown(report))
+    written = [str(out / "bench.json"), str(out / "bench.md")]
+    note = plot(report, out / "bench.png")
+    written.append(note if note else str(out / "bench.png"))
+    return written
