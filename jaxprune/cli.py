@@ -1,6 +1,7 @@
 """The ``jaxprune`` command line.
 
 Commands:
+  demo        train a small hybrid teacher, prune it 2x, distill, compare (~10 min, CPU)
   check       build a built-in model, verify cached decoding and causality, generate, time it
   info        parameter counts (total / active / per block type) of a preset or config JSON
   convert     HF / PyTorch model directory -> native checkpoint
@@ -136,6 +137,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jaxprune.demo import TINY, DemoConfig, run_demo
+
+    cfg = TINY if args.tiny else DemoConfig()
+    run_demo(cfg, out=Path(args.out), cache=Path(args.cache_dir) if args.cache_dir else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--preset", default="tiny-hybrid", help=f"one of {', '.join(PRESETS)}")
         sp.add_argument("--config", help="a model config JSON (ModelConfig.to_dict)")
         sp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sp = sub.add_parser("demo", help="the whole recipe in miniature on the stdlib sources")
+    sp.add_argument("--out", default="jaxprune-demo", help="where the report and student go")
+    sp.add_argument("--cache-dir", default=None, help="teacher cache (default ~/.cache/jaxprune)")
+    sp.add_argument("--tiny", action="store_true", help="a seconds-long smoke version")
+    sp.set_defaults(fn=cmd_demo)
 
     sp = sub.add_parser("info", help="parameter counts of a model config")
     model_args(sp)

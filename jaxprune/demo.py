@@ -1,0 +1,274 @@
+"""``jaxprune demo``: the whole recipe in miniature on a corpus every machine has.
+
+Trains a small Nemotron-H-style hybrid teacher on the Python standard library's own source
+(held-out modules for evaluation; a byte-level BPE tokenizer trained on the training files),
+prunes it about 2x with group-aware activation importance, distills the student from the
+teacher, trains the same student architecture from scratch on the same number of tokens,
+and prints a table: parameters, held-out loss / perplexity and decode tokens/s. Nothing is
+downloaded. The teacher is cached (keyed by the demo config) and reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.converters.native import load_native, save_model
+from jaxprune.data import load_corpus, make_eval_batches
+from jaxprune.evaluation import evaluate_lm_loss
+from jaxprune.inference import make_generate
+from jaxprune.nn.model import init_model
+from jaxprune.params import count_params
+from jaxprune.pruning.importance import calibrate, scores
+from jaxprune.pruning.prune import prune
+from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and budgets; the defaults finish in about ten minutes on a 2-core CPU."""
+
+    vocab_size: int = 2048
+    hidden: int = 256
+    pattern: str = "M-M*-M-M*-"
+    seq_len: int = 256
+    batch_size: int = 8
+    teacher_steps: int = 400
+    student_steps: int = 200
+    lr: float = 2e-3
+    train_mb: float = 4.0
+    eval_rows: int = 48
+    calib_rows: int = 64
+    targets: tuple[tuple[str, int], ...] = (
+        ("hidden_size", 160),
+        ("intermediate_size", 384),
+        ("mamba_num_heads", 4),
+    )
+    seed: int = 0
+
+    def teacher(self) -> ModelConfig:
+        return ModelConfig.from_pattern(
+            self.pattern,
+            vocab_size=self.vocab_size,
+            hidden=self.hidden,
+            mamba=Mamba2Config(num_heads=8, head_dim=32, state=32, n_groups=2, chunk_size=64),
+            attention=AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=64),
+            mlp=MLPConfig(intermediate=768),
+            name="demo-teacher",
+        )
+
+    def digest(self) -> str:
+        keep = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("student_steps", "targets", "eval_rows", "calib_rows")
+        }
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+TINY = DemoConfig(
+    vocab_size=512,
+    hidden=64,
+    pattern="M-*-",
+    seq_len=64,
+    batch_size=4,
+    teacher_steps=20,
+    student_steps=10,
+    train_mb=0.3,
+    eval_rows=8,
+    calib_rows=8,
+    targets=(("hidden_size", 48), ("intermediate_size", 384), ("mamba_num_heads", 4)),
+)
+
+
+def stdlib_split(max_mb: float) -> tuple[list[Path], list[Path]]:
+    """(train, held-out) .py files of the standard library; ~1 in 20 modules held out."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p
+        for p in root.rglob("*.py")
+        if not {"test", "tests", "site-packages", "idle_test"} & set(p.parts)
+    )
+    train, held, size = [], [], 0
+    for p in files:
+        rel = str(p.relative_to(root)).encode()
+        if zlib.crc32(rel) % 20 == 0:
+            held.append(p)
+        elif size < max_mb * 1e6:
+            train.append(p)
+            size += p.stat().st_size
+    if not train or not held:
+        raise ValueError(f"no Python standard library sources found under {root}")
+    return train, held
+
+
+def train_tokenizer(files: list[Path], vocab_size: int, out: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train([str(f) for f in files], trainer)
+    tok.save(str(out / "tokenizer.json"))
+    return tok
+
+
+def decode_tps(model, prompt_len: int = 32, new: int = 64) -> float:
+    """Greedy decode tokens/s at batch 1 (compilation excluded)."""
+    gen = make_generate(model, new)
+    state = nnx.state(model)
+    prompt = jnp.zeros((1, prompt_len), jnp.int32)
+    jax.block_until_ready(gen(state, prompt, jax.random.key(0)))
+    t0 = time.perf_counter()
+    jax.block_until_ready(gen(state, prompt, jax.random.key(0)))
+    return new / (time.perf_counter() - t0)
+
+
+def _train(cfg: DemoConfig, model, corpus, out: Path, steps: int, teacher=None):
+    loss = LossConfig(kl="forward") if teacher is not None else LossConfig(kl="none", ce_weight=1.0)
+    tc = TrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
+        seed=cfg.seed,
+        compute_dtype="float32",
+        teacher_dtype="float32",
+        loss=loss,
+        optim=OptimConfig(lr=cfg.lr, warmup_steps=max(1, steps // 20)),
+        save_every=steps,
+        keep=1,
+        async_save=False,
+        log_every=max(1, steps // 10),
+        progress=True,
+    )
+    run(tc, student=model, train_source=corpus, out=out, teacher=teacher)
+    return load_native(out)[0]
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxprune" / "demo"
+
+
+def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Path, cache: Path | None = None) -> dict:
+    """Run everything; returns the report rows and writes ``out/report.{md,json}``."""
+    out.mkdir(parents=True, exist_ok=True)
+    train_files, held = stdlib_split(cfg.train_mb)
+    teacher_dir = (cache or cache_root()) / cfg.digest()
+    if not (teacher_dir / "jaxprune.json").is_file():
+        with tempfile.TemporaryDirectory(
+            dir=teacher_dir.parent if teacher_dir.parent.exists() else None
+        ) as tmp:
+            tmp = Path(tmp)
+            print(f"training the tokenizer and the teacher ({cfg.teacher_steps} steps) ...")
+            tok = train_tokenizer(train_files, cfg.vocab_size, tmp)
+            corpus = load_corpus(
+                train_files, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)
+            )
+            _train(cfg, init_model(cfg.teacher(), cfg.seed), corpus, tmp / "run", cfg.teacher_steps)
+            shutil.copy(tmp / "tokenizer.json", tmp / "run" / "tokenizer.json")
+            teacher_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp / "run" / "checkpoints", ignore_errors=True)
+            os.replace(tmp / "run", teacher_dir)
+    else:
+        print(f"reusing the cached teacher {teacher_dir}")
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(teacher_dir / "tokenizer.json"))
+    teacher, _ = load_native(teacher_dir)
+    corpus = load_corpus(
+        train_files, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)
+    )
+    held_corpus = load_corpus(
+        held, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)
+    )
+    rows = np.concatenate(
+        [
+            b["tokens"]
+            for b in make_eval_batches(
+                held_corpus, seq_len=cfg.seq_len, batch_size=1, max_rows=cfg.eval_rows
+            )
+        ]
+    )
+    calib = [
+        b["tokens"]
+        for b in make_eval_batches(
+            corpus, seq_len=cfg.seq_len, batch_size=8, max_rows=cfg.calib_rows
+        )
+    ]
+    print("calibrating and pruning ...")
+    sc = scores(calibrate(teacher, calib), teacher)
+    pruned = prune(teacher, sc, dict(cfg.targets))
+    print(f"distilling the student ({cfg.student_steps} steps) ...")
+    distilled = _train(cfg, pruned, corpus, out / "distilled", cfg.student_steps, teacher)
+    print("training the same student architecture from scratch ...")
+    scratch = _train(
+        cfg, init_model(pruned.config, cfg.seed + 1), corpus, out / "scratch", cfg.student_steps
+    )
+    report = []
+    for name, m in (
+        ("teacher", teacher),
+        ("pruned, before distillation", pruned),
+        ("pruned + distilled", distilled),
+        ("same student, from scratch", scratch),
+    ):
+        ev = evaluate_lm_loss(m, rows, batch_size=8)
+        report.append(
+            {
+                "model": name,
+                "params": count_params(m.config)["total"],
+                "loss": ev["loss"],
+                "ppl": ev["ppl"],
+                "decode_tok_s": decode_tps(m),
+            }
+        )
+    save_model(_fresh(out / "student"), distilled)
+    shutil.copy(teacher_dir / "tokenizer.json", out / "student" / "tokenizer.json")
+    md = _table(report, cfg)
+    (out / "report.md").write_text(md)
+    (out / "report.json").write_text(
+        json.dumps({"config": dataclasses.asdict(cfg), "rows": report}, indent=2)
+    )
+    print(md)
+    return {"rows": report, "teacher_dir": str(teacher_dir)}
+
+
+def _fresh(p: Path) -> Path:
+    shutil.rmtree(p, ignore_errors=True)
+    p.mkdir(parents=True)
+    return p
+
+
+def _table(rows: list[dict], cfg: DemoConfig) -> str:
+    tokens = cfg.student_steps * cfg.batch_size * cfg.seq_len
+    lines = ["| model | params | held-out loss | ppl | decode tok/s |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['model']} | {r['params']:,} | {r['loss']:.3f} | {r['ppl']:.1f} | "
+        f"{r['decode_tok_s']:,.0f} |"
+        for r in rows
+    ]
+    lines.append(
+        f"\nStudent runs: {cfg.student_steps} steps = {tokens:,} tokens each; teacher "
+        f"{cfg.teacher_steps} steps. Held-out: stdlib modules not trained on."
+    )
+    return "\n".join(lines) + "\n"
