@@ -93,6 +93,7 @@ def test_rolling_loglikelihood_sums_disjoint_windows(lm):
     assert windowed < 0 and windowed != pytest.approx(whole, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_generate_until_cuts_at_stop_strings_and_matches_greedy_decoding(lm):
     prompts = ["one two", "a much longer prompt for the batch"]
     kw = {"until": ["zz-never"], "max_gen_toks": 5}

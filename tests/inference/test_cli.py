@@ -29,6 +29,7 @@ def _char_tokenizer(vocab: str) -> Tokenizer:
     return tok
 
 
+@pytest.mark.slow
 def test_bench_reports_every_model_and_ratios(capsys):
     argv = ["bench", "tiny-hybrid", "tiny-llama", "--prompt-len", "16", "--gen-len", "3"]
     assert _run([*argv, "--batch", "1,2", "--repeats", "1", "--json"]) == 0
@@ -53,6 +54,7 @@ def test_bench_rejects_bad_lists():
         _run(["bench", "tiny-hybrid", "--batch", "0"])
 
 
+@pytest.mark.slow
 def test_generate_text_streams_batched_prompts_with_stop_strings():
     vocab = "abcdefghijklmnopqrstuvwxyz .,;:!?0123456789-_=+*/()[]{}<>ABCD"
     tok = _char_tokenizer(vocab)
