@@ -12,6 +12,8 @@ Commands:
   search      architecture search under a parameter / memory budget
   distill     distill a student from a teacher (sharded, resumable)
   train       plain language-model training
+  generate    generate text from prompts, streaming tokens
+  bench       prefill / decode throughput, time to first token and cache size, side by side
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jaxprune.converters.api import load_model
     from jaxprune.evaluation import evaluate_lm_loss, load_eval_rows
 
+    if args.tasks:
+        return _eval_tasks(args)
+    if not args.data:
+        raise CLIError("eval: pass --data FILE or --tasks t1,t2")
     model, _ = load_model(args.model)
     tokenizer = None
     tok_file = Path(args.model) / "tokenizer.json"
@@ -142,6 +148,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = TINY if args.tiny else DemoConfig()
     run_demo(cfg, out=Path(args.out), cache=Path(args.cache_dir) if args.cache_dir else None)
+    return 0
+
+
+def _eval_tasks(args: argparse.Namespace) -> int:
+    try:
+        from jaxprune.lm_eval_adapter import run_tasks
+    except ImportError as e:
+        raise CLIError(f"{e} (install the eval extra: pip install -e '.[eval]')") from e
+    limit = args.limit
+    if limit is not None and limit >= 1 and float(limit).is_integer():
+        limit = int(limit)
+    out = run_tasks(
+        args.model,
+        args.tasks,
+        include_path=args.include_path,
+        limit=limit,
+        batch_size=args.batch_size,
+        num_fewshot=args.num_fewshot,
+    )
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for task, metrics in out["results"].items():
+            vals = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"{task}: {vals}")
     return 0
 
 
@@ -199,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="mean next-token cross-entropy and perplexity")
     sp.add_argument("model", help="a native checkpoint or an HF directory")
-    sp.add_argument("--data", required=True, help=".txt, .jsonl (text field) or .npy token ids")
+    sp.add_argument("--data", default=None, help=".txt, .jsonl (text field) or .npy token ids")
+    sp.add_argument(
+        "--tasks", default=None, help="comma-separated lm-eval tasks (needs the eval extra)"
+    )
+    sp.add_argument("--include-path", default=None, help="directory of extra task YAMLs")
+    sp.add_argument("--limit", type=float, default=None)
+    sp.add_argument("--num-fewshot", type=int, default=None)
     sp.add_argument("--seq-len", type=int, default=512)
     sp.add_argument("--batch-size", type=int, default=8)
     sp.add_argument("--max-rows", type=int, default=None)
@@ -215,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxprune.train.cli import add_parsers as train_parsers
 
     train_parsers(sub)
+
+    from jaxprune.inference.cli import add_parsers as inference_parsers
+
+    inference_parsers(sub)
     return p
 
 

@@ -5,13 +5,14 @@ module registers the model with ``lm_eval.api.registry`` (lm-eval 0.4 discovers 
 through its registry only, not through entry points), so either
 
 * ``python -m jaxprune.lm_eval_adapter run --model jaxprune --model_args path=CKPT
-  --tasks hellaswag`` (lm-eval's own command line, run after the registration), or
+  --batch_size 8 --tasks hellaswag`` (lm-eval's own command line, run after the
+  registration; give the batch size with ``--batch_size``, not in ``model_args``), or
 * ``import jaxprune.lm_eval_adapter`` then ``lm_eval.simple_evaluate(model="jaxprune",
   model_args="path=CKPT", tasks=[...])``, or
 * :func:`run_tasks` (what ``jaxprune eval MODEL --tasks t1,t2`` calls).
 
 ``model_args``: ``path`` (native checkpoint, HF directory or preset name), ``tokenizer``
-(default: the model directory's ``tokenizer.json``), ``batch_size`` (8), ``max_length``
+(default: the model directory's ``tokenizer.json``), ``max_length``
 (2048 tokens of context), ``max_gen_toks`` (256), ``bucket`` (64: padded lengths are
 multiples of it, so few shapes compile), ``seed``.
 
