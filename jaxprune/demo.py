@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sysconfig
@@ -160,7 +161,9 @@ def _train(cfg: DemoConfig, model, corpus, out: Path, steps: int, teacher=None):
         async_save=False,
         log_every=max(1, steps // 10),
         progress=True,
+        mesh=(math.gcd(cfg.batch_size, jax.device_count()), 1, 1),  # data parallel
     )
+    shutil.rmtree(out, ignore_errors=True)  # the demo's own scratch output from a past run
     run(tc, student=model, train_source=corpus, out=out, teacher=teacher)
     return load_native(out)[0]
 
