@@ -5,7 +5,8 @@ block's attention heads, ...) and the list of parameter axes that index it. The 
 are data, one per block kind; every pruning operation (masks, materialization) is written
 once over them.
 
-Group names: ``hidden``; per block i: ``blocks.<i>.mlp``, ``.heads``, ``.mamba_heads``,
+Group names: ``hidden``; per block i: ``blocks.<i>.mlp``, ``.heads``, ``.kv_heads`` (whole
+KV groups: only with explicit KV-group pruning), ``.mamba_heads``,
 ``.mamba_channels``, ``.experts``, ``.expert_mlp``, ``.shared_mlp``; and ``depth`` (one entry
 per block).
 """
@@ -75,7 +76,11 @@ def layer_groups(i: int, layer: LayerConfig, params: set[str]) -> list[Group]:
         return [Group(f"blocks.{i}.mlp", layer.intermediate, _members(p, _MLP, params))]
     if isinstance(layer, AttentionConfig):
         members = _members(p, {"q_proj": 1, "o_proj": 0, "q_bias": 0}, params)
-        return [Group(f"blocks.{i}.heads", layer.num_heads, members)]
+        kv = _members(p, {"k_proj": 1, "v_proj": 1, "k_bias": 0, "v_bias": 0}, params)
+        return [
+            Group(f"blocks.{i}.heads", layer.num_heads, members),
+            Group(f"blocks.{i}.kv_heads", layer.num_kv_heads, kv),
+        ]
     if isinstance(layer, Mamba2Config):
         return [
             Group(f"blocks.{i}.mamba_heads", layer.num_heads, _members(p, _MAMBA_HEADS, params)),

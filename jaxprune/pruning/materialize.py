@@ -28,7 +28,22 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
             )
 
     if isinstance(layer, AttentionConfig):
-        per_group("heads", layer.num_heads, layer.num_kv_heads)
+        kv = kept.get(f"blocks.{i}.kv_heads")
+        heads = kept.get(f"blocks.{i}.heads")
+        if kv is not None and heads is not None:  # KV-group pruning: heads of kept groups only
+            r = layer.num_heads // layer.num_kv_heads
+            if not set(np.asarray(heads) // r) <= set(np.asarray(kv).tolist()):
+                raise ValueError(f"block {i}: kept query heads belong to removed KV groups")
+            counts = np.bincount(np.asarray(heads) // r, minlength=layer.num_kv_heads)[kv]
+            if len(set(counts.tolist())) != 1:
+                raise ValueError(
+                    f"block {i}: kept heads must be equal in each kept KV group, "
+                    f"got {counts.tolist()}"
+                )
+        elif kv is not None:
+            raise ValueError(f"block {i}: KV-group pruning must also give the kept query heads")
+        else:
+            per_group("heads", layer.num_heads, layer.num_kv_heads)
     elif isinstance(layer, Mamba2Config):
         per_group("mamba_heads", layer.num_heads, layer.n_groups)
     elif isinstance(layer, MoEConfig):
@@ -48,7 +63,11 @@ def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConf
         if isinstance(layer, MLPConfig):
             layer = dataclasses.replace(layer, intermediate=n(f"{b}.mlp", layer.intermediate))
         elif isinstance(layer, AttentionConfig):
-            layer = dataclasses.replace(layer, num_heads=n(f"{b}.heads", layer.num_heads))
+            layer = dataclasses.replace(
+                layer,
+                num_heads=n(f"{b}.heads", layer.num_heads),
+                num_kv_heads=n(f"{b}.kv_heads", layer.num_kv_heads),
+            )
         elif isinstance(layer, Mamba2Config):
             layer = dataclasses.replace(
                 layer,

@@ -32,6 +32,22 @@ def mamba_keep(s: np.ndarray, n_groups: int, heads: int, head_dim: int):
     return top_per_group(head_score, n_groups, heads // n_groups), channels
 
 
+def attention_keep(
+    b: str, score: np.ndarray, layer: AttentionConfig, heads: int | None, kv: int | None
+) -> dict[str, np.ndarray]:
+    """Heads ranked within each query group; with ``kv`` (explicit KV-group pruning) whole
+    groups are ranked first by the summed scores of their query heads and removed with
+    their k / v rows, query heads and o_proj columns."""
+    g, r = layer.num_kv_heads, layer.num_heads // layer.num_kv_heads
+    heads = heads or layer.num_heads * (kv or g) // g
+    if kv is None or kv == g:
+        return {b + "heads": top_per_group(score, g, heads // g)}
+    groups = top(score.reshape(g, r).sum(axis=1), kv)
+    per = heads // kv
+    kept = np.concatenate([grp * r + top(score[grp * r : (grp + 1) * r], per) for grp in groups])
+    return {b + "heads": kept, b + "kv_heads": groups}
+
+
 def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_block_influence"):
     """Kept indices per group for ``targets`` (HF config names); see ``targets.KEYS``."""
     validate_targets(cfg, targets)
@@ -47,11 +63,17 @@ def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_bloc
 
         if isinstance(layer, MLPConfig) and want("intermediate_size"):
             kept[b + "mlp"] = top(scores[b + "mlp"], want("intermediate_size"))
-        elif isinstance(layer, AttentionConfig) and want("num_attention_heads"):
-            kept[b + "heads"] = top_per_group(
-                scores[b + "heads"],
-                layer.num_kv_heads,
-                want("num_attention_heads") // layer.num_kv_heads,
+        elif isinstance(layer, AttentionConfig) and (
+            want("num_attention_heads") or want("num_key_value_heads")
+        ):
+            kept.update(
+                attention_keep(
+                    b,
+                    scores[b + "heads"],
+                    layer,
+                    want("num_attention_heads"),
+                    want("num_key_value_heads"),
+                )
             )
         elif isinstance(layer, Mamba2Config) and (
             want("mamba_num_heads") or want("mamba_head_dim")

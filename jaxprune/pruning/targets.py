@@ -100,18 +100,18 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
     check("intermediate_size", each(MLPConfig, "intermediate"))
     kv = each(AttentionConfig, "num_kv_heads")
 
+    kv_target = targets.get("num_key_value_heads")
+
     def heads_ok(v):
-        bad = [k for k in kv if v % k]
+        bad = [k for k in kv if v % (kv_target or k)]
         if bad:
             raise ValueError(
-                f"num_attention_heads={v} is not a multiple of num_key_value_heads {bad[0]}"
+                f"num_attention_heads={v} is not a multiple of num_key_value_heads "
+                f"{kv_target or bad[0]}"
             )
 
     check("num_attention_heads", each(AttentionConfig, "num_heads"), heads_ok)
-    if "num_key_value_heads" in targets and any(k != targets["num_key_value_heads"] for k in kv):
-        raise ValueError(
-            f"KV-group pruning is not supported: num_key_value_heads must stay {sorted(set(kv))}"
-        )
+    check("num_key_value_heads", kv)  # explicit KV-group pruning: whole groups go
     groups = each(Mamba2Config, "n_groups")
 
     def mamba_ok(v):

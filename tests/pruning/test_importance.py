@@ -89,7 +89,8 @@ def test_scores_equal_on_1_and_8_devices():
         ("num_attention_heads=3", "multiple of num_key_value_heads"),
         ("hidden_size=0", "must be positive"),
         ("foo=3", "unknown target"),
-        ("num_key_value_heads=1", "KV-group pruning"),
+        ("num_key_value_heads=3", "larger than the source"),
+        ("num_key_value_heads=2,num_attention_heads=3", "multiple of num_key_value_heads 2"),
         ("n_routed_experts=6", "multiple of n_group"),
     ],
 )
@@ -132,3 +133,14 @@ def test_per_block_targets_override_the_uniform_one(planted):
         validate_targets(CFG, parse_targets("blocks.1.intermediate_size=99"))
     with pytest.raises(ValueError, match="unknown target"):
         parse_targets("blocks.x.intermediate_size=3")
+
+
+def test_kv_group_pruning_only_when_asked(planted):
+    model, sc = planted
+    kept = plan(model.config, sc, {"num_key_value_heads": 1})
+    assert len(kept["blocks.2.kv_heads"]) == 1 and len(kept["blocks.2.heads"]) == 3
+    small = prune(model, sc, {"num_key_value_heads": 1, "num_attention_heads": 2})
+    assert [
+        (a.num_heads, a.num_kv_heads) for a in small.config.layers if hasattr(a, "num_kv_heads")
+    ] == [(2, 1), (2, 1)]
+    assert "blocks.2.kv_heads" not in plan(model.config, sc, {"num_attention_heads": 4})

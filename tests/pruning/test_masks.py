@@ -96,3 +96,14 @@ def test_masks_work_inside_a_jitted_gradient_step(model):
     g = jax.jit(jax.grad(loss))(model, mask, TOKENS)
     q = np.asarray(g.blocks[2].mixer.q_proj[...])
     assert np.all(q[:, [1, 3]] == 0) and np.abs(q[:, [0, 2]]).sum() > 0
+
+
+def test_explicit_kv_group_pruning_masked_equals_materialized(model):
+    kept = {"blocks.2.kv_heads": [1], "blocks.2.heads": [3, 4, 5]}
+    mask = mask_from_keep(model, kept)
+    masked = _run(lambda m, k, t: masked_forward(m, k, t), model, mask, TOKENS)
+    small = materialize(model, kept)
+    assert small.config.layers[2].num_kv_heads == 1 and small.config.layers[2].num_heads == 3
+    np.testing.assert_allclose(masked, _run(lambda m, t: m(t), small, TOKENS), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="removed KV groups"):
+        materialize(model, {"blocks.2.kv_heads": [1], "blocks.2.heads": [0, 4, 5]})

@@ -94,3 +94,16 @@ def test_search_cli_writes_report_plot_and_best_model(tmp_path, capsys):
     best, _ = load_model(tmp_path / "out" / "best")
     cands = json.loads((tmp_path / "out" / "candidates.json").read_text())
     assert count_params(best.config)["total"] in [c["params"] for c in cands]
+
+
+@pytest.mark.slow
+def test_short_distillation_rerank_improves_the_candidate(scored):
+    from jaxprune.search.distill import make_short_distill
+
+    model, sc = scored
+    space = SearchSpace(axes=("hidden_size",), divisor=4)
+    cands = shortlist(model, sc, Budget(params=0.85), space, top_k=1)
+    rows = np.asarray(jax.random.randint(jax.random.key(3), (16, 13), 0, 37))
+    distill = make_short_distill(model, rows, steps=6, batch_size=8, lr=3e-3)
+    (c,) = evaluate(model, sc, cands, rows, distill=distill)
+    assert np.isfinite(c.distilled_loss) and c.distilled_loss < c.loss
