@@ -192,3 +192,43 @@ def test_per_layer_mlp_widths_only_as_an_explicit_option(tmp_path):
     assert cfg["intermediate_size"] == [8, 12]
     with pytest.raises(ValueError, match="only be written for nemotron_h"):
         export(model, tmp_path / "llama", model_type="llama", per_layer_mlp=True)
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_moe"])
+def test_fused_expert_tensors_load_like_per_expert_ones(family, hf_dirs, tmp_path):
+    """transformers keeps experts fused in memory ((E, F, d), Qwen's gate_up (E, 2F, d));
+    checkpoints written that way convert to the same model."""
+    import re
+
+    from safetensors.numpy import save_file
+
+    src = hf_dirs[family]
+    tensors = _tensors(src)
+    fused: dict[str, np.ndarray] = {}
+    per = re.compile(r"^(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
+    groups: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    for k, v in tensors.items():
+        m = per.match(k)
+        if m:
+            groups.setdefault((m[1], m[3]), {})[int(m[2])] = v
+        else:
+            fused[k] = v
+    prefixes = {p for p, _ in groups}
+    for p in prefixes:
+        stack = {
+            n: np.stack([groups[(p, n)][j] for j in sorted(groups[(p, n)])])
+            for n in ("gate", "up", "down")
+            if (p, n) in groups
+        }
+        if "gate" in stack:
+            fused[f"{p}.gate_up_proj"] = np.concatenate([stack["gate"], stack["up"]], axis=1)
+        else:
+            fused[f"{p}.up_proj"] = stack["up"]
+        fused[f"{p}.down_proj"] = stack["down"]
+    dst = tmp_path / "fused"
+    dst.mkdir()
+    save_file(fused, str(dst / "model.safetensors"))
+    (dst / "config.json").write_text((src / "config.json").read_text())
+    a, _ = load_hf(src)
+    b, _ = load_hf(dst)
+    np.testing.assert_array_equal(_ours(a), _ours(b))
