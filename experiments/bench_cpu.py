@@ -72,27 +72,14 @@ def bench_torch(reps: int) -> list[dict]:
     """The same model in transformers' NemotronH (PyTorch reference path), when installed."""
     try:
         import torch
-        from transformers import NemotronHConfig, NemotronHForCausalLM
+        from transformers import NemotronHForCausalLM
+
+        from jaxprune.testing.hf_models import nemotron_h_config
     except ImportError:
         return []
     torch.set_num_threads(os.cpu_count() or 1)
     c = bench_10m()
-    m, a, f = c.layers[0], c.layers[5], c.layers[1]
-    hf = NemotronHConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden,
-        hybrid_override_pattern=c.pattern,
-        num_attention_heads=a.num_heads,
-        num_key_value_heads=a.num_kv_heads,
-        head_dim=a.head_dim,
-        intermediate_size=f.intermediate,
-        mamba_num_heads=m.num_heads,
-        mamba_head_dim=m.head_dim,
-        ssm_state_size=m.state,
-        n_groups=m.n_groups,
-        chunk_size=m.chunk_size,
-        expand=m.intermediate // c.hidden,
-    )
+    hf = nemotron_h_config(c)
     model = NemotronHForCausalLM(hf)
     tokens = torch.randint(0, c.vocab_size, (4, 513))
 

@@ -91,27 +91,9 @@ def bench_jax(batch: int, seq: int, reps: int, chunk: int = 128) -> dict:
 
 
 def _hf(c: ModelConfig):
-    from transformers import NemotronHConfig
+    from jaxprune.testing.hf_models import nemotron_h_config
 
-    m = next(x for x in c.layers if x.kind == "mamba2")
-    a = next(x for x in c.layers if x.kind == "attention")
-    f = next(x for x in c.layers if x.kind == "mlp")
-    return NemotronHConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden,
-        hybrid_override_pattern=c.pattern,
-        num_hidden_layers=len(c.layers),
-        num_attention_heads=a.num_heads,
-        num_key_value_heads=a.num_kv_heads,
-        head_dim=a.head_dim,
-        intermediate_size=f.intermediate,
-        mamba_num_heads=m.num_heads,
-        mamba_head_dim=m.head_dim,
-        ssm_state_size=m.state,
-        n_groups=m.n_groups,
-        chunk_size=m.chunk_size,
-        expand=m.intermediate // c.hidden,
-    )
+    return nemotron_h_config(c)
 
 
 def bench_torch(batch: int, seq: int, reps: int) -> dict | None:

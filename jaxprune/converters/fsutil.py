@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -56,7 +57,7 @@ class TensorInfo:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-class Reader:
+class Reader(abc.ABC):
     """Read-only, lazy access to the named tensors of a checkpoint (one or more files).
 
     Subclasses fill `_infos` and implement `_load`; arrays returned by `get` are read-only.
@@ -106,8 +107,9 @@ class Reader:
             raise CheckpointError(f"reader for {self.path} is closed (reading {name!r})")
         return self._load(name, self.info(name))
 
+    @abc.abstractmethod
     def _load(self, name: str, info: TensorInfo) -> np.ndarray:
-        raise NotImplementedError
+        """Read one tensor (subclasses)."""
 
     def close(self) -> None:
         """Release the files; arrays already returned stay valid."""

@@ -127,3 +127,16 @@ def logits(m, tokens: np.ndarray) -> np.ndarray:
     _imports()
     with torch.no_grad():
         return m(torch.as_tensor(tokens), use_cache=False).logits.float().numpy()
+
+
+def nemotron_h_config(cfg):
+    """A transformers ``NemotronHConfig`` with the shapes of a jaxprune ``ModelConfig``
+    (for benchmarks against the PyTorch implementation)."""
+    _imports()
+    from jaxprune.converters.families.nemotron_h import config_to_hf
+
+    d = config_to_hf(cfg, None, "nemotron_h")
+    d["time_step_min"] = d["time_step_min"] or 1e-3  # only used by HF's dt init
+    d.pop("model_type", None)
+    d.pop("architectures", None)
+    return T.NemotronHConfig(**d)
