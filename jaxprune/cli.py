@@ -2,6 +2,7 @@
 
 Commands:
   demo        train a small hybrid teacher, prune it 2x, distill, compare (~10 min, CPU)
+  compress    load -> importance -> search/targets -> prune -> distill -> eval -> export
   check       build a built-in model, verify cached decoding and causality, generate, time it
   info        parameter counts (total / active / per block type) of a preset or config JSON
   convert     HF / PyTorch model directory -> native checkpoint
@@ -143,6 +144,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from jaxprune.pipeline import CompressConfig, run_compress
+    from jaxprune.train.cli import config_from_gin
+
+    cfg = config_from_gin([args.config], args.gin_param, CompressConfig)
+    summary = run_compress(cfg)
+    print((Path(cfg.out) / "report.md").read_text())
+    return 0 if summary["rows"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from jaxprune.demo import TINY, DemoConfig, run_demo
 
@@ -192,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cache-dir", default=None, help="teacher cache (default ~/.cache/jaxprune)")
     sp.add_argument("--tiny", action="store_true", help="a seconds-long smoke version")
     sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("compress", help="the staged, resumable pipeline from a gin config")
+    sp.add_argument("config", help="a gin file binding CompressConfig (experiments/configs)")
+    sp.add_argument("--gin_param", "--gin-param", action="append", default=[])
+    sp.set_defaults(fn=cmd_compress)
 
     sp = sub.add_parser("info", help="parameter counts of a model config")
     model_args(sp)

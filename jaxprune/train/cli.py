@@ -29,11 +29,19 @@ _GIN_REGISTERED = False
 
 def train_config_from_gin(files: list[str], params: list[str]) -> TrainConfig:
     """A :class:`TrainConfig` built by gin from ``files`` and ``params`` bindings."""
+    return config_from_gin(files, params, TrainConfig)
+
+
+def config_from_gin(files: list[str], params: list[str], target: type):
+    """``target()`` (a config dataclass) built by gin; the trainer's and the compression
+    pipeline's dataclasses are configurable as ``jaxprune.<Name>`` / ``<Name>``."""
     import gin
+
+    from jaxprune.pipeline import CompressConfig
 
     global _GIN_REGISTERED
     if not _GIN_REGISTERED:
-        for cls in (TrainConfig, LossConfig, OptimConfig):
+        for cls in (TrainConfig, LossConfig, OptimConfig, CompressConfig):
             gin.external_configurable(cls, name=cls.__name__, module="jaxprune")
         _GIN_REGISTERED = True
     gin.clear_config()
@@ -43,7 +51,7 @@ def train_config_from_gin(files: list[str], params: list[str]) -> TrainConfig:
         gin.add_config_file_search_path(str(Path(f).resolve().parent))  # for `include`
     try:
         gin.parse_config_files_and_bindings(files, params)
-        return gin.get_configurable(TrainConfig)()
+        return gin.get_configurable(target)()
     except (ValueError, TypeError, KeyError, SyntaxError) as e:
         raise ValueError(f"gin config: {str(e).strip().splitlines()[0]}") from e
 

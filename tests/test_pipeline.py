@@ -1,0 +1,81 @@
+"""jaxprune compress: every stage runs, outputs are cached, and a rerun resumes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxprune.cli import main
+from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.converters.api import export, load_model
+from jaxprune.nn.model import init_model
+
+INF = float("inf")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    mamba = Mamba2Config(num_heads=4, head_dim=8, state=8, n_groups=2, chunk_size=8,
+                         dt_limit=(1e-3, INF), decode_dt_limit=(0.0, INF))
+    cfg = ModelConfig.from_pattern("M-*-", vocab_size=50, hidden=32, mamba=mamba,
+                                   attention=AttentionConfig(4, 2, 8), mlp=MLPConfig(48))
+    export(init_model(cfg, 0), tmp_path / "src", model_type="nemotron_h")
+    np.save(tmp_path / "data.npy", np.random.default_rng(0).integers(1, 50, size=(64, 17)))
+    gin = tmp_path / "run.gin"
+    gin.write_text(f"""
+CompressConfig.model = "{tmp_path / 'src'}"
+CompressConfig.data = "{tmp_path / 'data.npy'}"
+CompressConfig.out = "{tmp_path / 'out'}"
+CompressConfig.targets = {{"hidden_size": 24, "intermediate_size": 32, "mamba_num_heads": 2}}
+CompressConfig.calib_samples = 16
+CompressConfig.calib_seq_len = 16
+CompressConfig.eval_rows = 8
+CompressConfig.search_divisor = 8
+CompressConfig.distill = @distill/TrainConfig()
+distill/TrainConfig.steps = 4
+distill/TrainConfig.batch_size = 4
+distill/TrainConfig.seq_len = 16
+distill/TrainConfig.compute_dtype = "float32"
+distill/TrainConfig.teacher_dtype = "float32"
+distill/TrainConfig.save_every = 2
+distill/TrainConfig.mesh = (1, 1, 1)
+distill/TrainConfig.progress = False
+""")
+    return tmp_path, gin
+
+
+@pytest.mark.slow
+def test_compress_runs_every_stage_and_resumes(setup, capsys):
+    tmp, gin = setup
+    assert main(["compress", str(gin)]) == 0
+    out = tmp / "out"
+    first = capsys.readouterr().out
+    for stage in ("importance", "prune", "distillation", "evaluation", "export"):
+        assert f"stage: {stage}" in first
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["teacher", "pruned", "distilled"]
+    assert report["rows"][2]["params"] < report["rows"][0]["params"]
+    hf, _ = load_model(out / "hf")
+    assert hf.config.hidden == 24
+    assert main(["compress", str(gin)]) == 0
+    assert "stage:" not in capsys.readouterr().out  # everything cached
+
+
+@pytest.mark.slow
+def test_compress_searches_when_given_a_budget(setup, capsys):
+    tmp, gin = setup
+    args = ["compress", str(gin), "--gin_param", "CompressConfig.targets = {}",
+            "--gin_param", "CompressConfig.params_budget = 0.8",
+            "--gin_param", "CompressConfig.search_top_k = 2"]
+    assert main(args) == 0
+    assert "stage: architecture search" in capsys.readouterr().out
+    assert (tmp / "out" / "search" / "report.md").is_file()
+    targets = json.loads((tmp / "out" / "arch.json").read_text())["targets"]
+    assert targets
+
+
+def test_compress_config_needs_targets_or_a_budget():
+    from jaxprune.pipeline import CompressConfig
+
+    with pytest.raises(ValueError, match="exactly one"):
+        CompressConfig(model="m", data="d", out="o")
