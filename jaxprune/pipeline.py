@@ -235,9 +235,32 @@ def _write_report(out: Path, summary: dict) -> None:
     ]
     if "export" in summary:
         lines += ["", f"HF export: {summary['export']}"]
+    if _plot(out / "report.png", summary["rows"]):
+        lines += ["", "![loss and parameters](report.png)"]
     if (out / "search" / "report.md").is_file():
         lines += ["", "Search: see [search/report.md](search/report.md)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(path: Path, rows: list[dict]) -> bool:
+    """Bar charts of held-out loss and parameters per stage (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [r["model"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.bar(names, [r["loss"] for r in rows], color="tab:blue")
+    a.set_ylabel("held-out loss (nats)")
+    b.bar(names, [r["params"] / 1e6 for r in rows], color="tab:gray")
+    b.set_ylabel("parameters (M)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _jsonable(cfg: CompressConfig) -> dict:

@@ -15,17 +15,30 @@ INF = float("inf")
 
 @pytest.fixture
 def setup(tmp_path):
-    mamba = Mamba2Config(num_heads=4, head_dim=8, state=8, n_groups=2, chunk_size=8,
-                         dt_limit=(1e-3, INF), decode_dt_limit=(0.0, INF))
-    cfg = ModelConfig.from_pattern("M-*-", vocab_size=50, hidden=32, mamba=mamba,
-                                   attention=AttentionConfig(4, 2, 8), mlp=MLPConfig(48))
+    mamba = Mamba2Config(
+        num_heads=4,
+        head_dim=8,
+        state=8,
+        n_groups=2,
+        chunk_size=8,
+        dt_limit=(1e-3, INF),
+        decode_dt_limit=(0.0, INF),
+    )
+    cfg = ModelConfig.from_pattern(
+        "M-*-",
+        vocab_size=50,
+        hidden=32,
+        mamba=mamba,
+        attention=AttentionConfig(4, 2, 8),
+        mlp=MLPConfig(48),
+    )
     export(init_model(cfg, 0), tmp_path / "src", model_type="nemotron_h")
     np.save(tmp_path / "data.npy", np.random.default_rng(0).integers(1, 50, size=(64, 17)))
     gin = tmp_path / "run.gin"
     gin.write_text(f"""
-CompressConfig.model = "{tmp_path / 'src'}"
-CompressConfig.data = "{tmp_path / 'data.npy'}"
-CompressConfig.out = "{tmp_path / 'out'}"
+CompressConfig.model = "{tmp_path / "src"}"
+CompressConfig.data = "{tmp_path / "data.npy"}"
+CompressConfig.out = "{tmp_path / "out"}"
 CompressConfig.targets = {{"hidden_size": 24, "intermediate_size": 32, "mamba_num_heads": 2}}
 CompressConfig.calib_samples = 16
 CompressConfig.calib_seq_len = 16
@@ -55,6 +68,9 @@ def test_compress_runs_every_stage_and_resumes(setup, capsys):
     report = json.loads((out / "report.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["teacher", "pruned", "distilled"]
     assert report["rows"][2]["params"] < report["rows"][0]["params"]
+    assert (out / "report.png").stat().st_size > 1000 and "report.png" in (
+        out / "report.md"
+    ).read_text()
     hf, _ = load_model(out / "hf")
     assert hf.config.hidden == 24
     assert main(["compress", str(gin)]) == 0
@@ -64,9 +80,16 @@ def test_compress_runs_every_stage_and_resumes(setup, capsys):
 @pytest.mark.slow
 def test_compress_searches_when_given_a_budget(setup, capsys):
     tmp, gin = setup
-    args = ["compress", str(gin), "--gin_param", "CompressConfig.targets = {}",
-            "--gin_param", "CompressConfig.params_budget = 0.8",
-            "--gin_param", "CompressConfig.search_top_k = 2"]
+    args = [
+        "compress",
+        str(gin),
+        "--gin_param",
+        "CompressConfig.targets = {}",
+        "--gin_param",
+        "CompressConfig.params_budget = 0.8",
+        "--gin_param",
+        "CompressConfig.search_top_k = 2",
+    ]
     assert main(args) == 0
     assert "stage: architecture search" in capsys.readouterr().out
     assert (tmp / "out" / "search" / "report.md").is_file()
