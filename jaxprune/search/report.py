@@ -56,16 +56,24 @@ def _plot(path: Path, cands: list[Candidate], front: list[bool], best: Candidate
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     loss = [c.final_loss for c in cands]
+    scale = {"params": 1e6, "decode_ms": 1.0, "memory": 1e6}
     for ax, key, label in zip(
         axes,
         ("params", "decode_ms", "memory"),
-        ("parameters", "decode ms / token", "memory (bytes)"),
+        ("parameters (M)", "decode ms / token", "memory (MB)"),
         strict=True,
     ):
-        xs = [getattr(c, key) for c in cands]
+        xs = [getattr(c, key) / scale[key] for c in cands]
         ax.scatter(xs, loss, c=["tab:red" if f else "tab:gray" for f in front], s=18)
         b = cands.index(best)
-        ax.scatter([xs[b]], [loss[b]], marker="*", s=160, c="gold", edgecolors="black")
+        ax.scatter(
+            [xs[b]],
+            [loss[b]],
+            marker="*",
+            s=160,
+            c="gold",
+            edgecolors="tab:red" if front[b] else "black",
+        )
         ax.set_xlabel(label)
         ax.set_ylabel("LM loss")
     axes[0].set_title("red: Pareto front (params, loss); star: chosen")
