@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from jaxprune.converters.api import load_model
+    from jaxprune.converters.api import load_model, model_tokenizer
     from jaxprune.evaluation import evaluate_lm_loss, load_eval_rows
 
     if args.tasks:
@@ -124,12 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.data:
         raise CLIError("eval: pass --data FILE or --tasks t1,t2")
     model, _ = load_model(args.model)
-    tokenizer = None
-    tok_file = Path(args.model) / "tokenizer.json"
-    if tok_file.is_file():
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(tok_file))
+    tokenizer = model_tokenizer(args.model)
     rows = load_eval_rows(
         args.data, seq_len=args.seq_len, tokenizer=tokenizer, max_rows=args.max_rows
     )

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.converters.api import model_tokenizer
 from jaxprune.converters.native import load_native, save_model
 from jaxprune.data import load_corpus, make_eval_batches
 from jaxprune.evaluation import evaluate_lm_loss
@@ -195,9 +196,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Path, cache: Path | None = 
             os.replace(tmp / "run", teacher_dir)
     else:
         print(f"reusing the cached teacher {teacher_dir}")
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(teacher_dir / "tokenizer.json"))
+    tok = model_tokenizer(teacher_dir)
     teacher, _ = load_native(teacher_dir)
     corpus = load_corpus(
         train_files, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprune.converters.api import export, load_model
+from jaxprune.converters.api import export, load_model, model_tokenizer
 from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
 from jaxprune.converters.native import is_native, load_native, save_model
 from jaxprune.params import count_params
@@ -52,14 +52,6 @@ class CompressConfig:
             raise ValueError("compress: give exactly one of targets or params_budget")
 
 
-def _tokenizer(path: Path):
-    if not (path / "tokenizer.json").is_file():
-        return None
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(path / "tokenizer.json"))
-
-
 def _corpus(cfg: CompressConfig, path: str, tok, vocab: int):
     from jaxprune.data import load_corpus
 
@@ -90,7 +82,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     (out / "compress_config.json").write_text(json.dumps(_jsonable(cfg), indent=2))
     teacher, meta = load_model(src)
     family, hf_config = meta.get("family"), meta.get("hf_config")
-    tok = _tokenizer(src)
+    tok = model_tokenizer(src)
     vocab = teacher.config.vocab_size
     corpus = _corpus(cfg, cfg.data, tok, vocab)
 

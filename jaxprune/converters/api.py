@@ -164,6 +164,22 @@ def convert(src: str | Path, out: str | Path, *, dtype: str | None = None) -> Pa
     return Path(out)
 
 
+def read_tokenizer(file: str | Path):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json; one-line ValueError if unreadable."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as e:  # the tokenizers library raises a bare Exception
+        raise ValueError(f"cannot read {file}: {str(e).splitlines()[0] if str(e) else e}") from e
+
+
+def model_tokenizer(model_dir: str | Path):
+    """The tokenizer that travels with a model directory, or None when it has none."""
+    file = Path(model_dir) / "tokenizer.json"
+    return read_tokenizer(file) if file.is_file() else None
+
+
 def load_model(path: str | Path) -> tuple[HybridLM, dict]:
     """A native checkpoint or an HF directory, detected."""
     path = Path(path)
@@ -246,7 +262,7 @@ def _hf_tensors(groups, by_group: dict[str, list[Rule]], dtype) -> Iterator[tupl
             parts = [
                 arrays[p.path] if r.expert is None else arrays[p.path][r.expert] for p in r.parts
             ]
-            yield r.hf, to_hf(r, parts).astype(dtype)
+            yield r.hf, to_hf(r, parts).astype(dtype, copy=False)
 
 
 def _dtype(name: str) -> np.dtype:

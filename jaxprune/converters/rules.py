@@ -86,9 +86,11 @@ def to_native(rule: Rule, w: np.ndarray) -> list[np.ndarray]:
 def to_hf(rule: Rule, arrays: list[np.ndarray]) -> np.ndarray:
     """Native arrays (one per part) -> the HF tensor; the exact inverse of :func:`to_native`."""
     if rule.layout == "plain":
-        return np.concatenate([a.reshape(-1) for a in arrays]).reshape(rule.hf_shape)
+        flat = [a.reshape(-1) for a in arrays]
+        return (flat[0] if len(flat) == 1 else np.concatenate(flat)).reshape(rule.hf_shape)
     lead = rule.hf_shape[1] if rule.layout == "linear" else rule.hf_shape[2]
-    canon = np.concatenate([a.reshape(lead, -1) for a in arrays], axis=1)
+    parts = [a.reshape(lead, -1) for a in arrays]
+    canon = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)  # no copy for one
     if rule.layout == "linear":
         return np.ascontiguousarray(canon.T)
     return np.ascontiguousarray(canon.T[:, None, :])

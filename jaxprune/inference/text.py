@@ -40,13 +40,13 @@ def left_pad(
 
 def load_tokenizer(path: str | Path):
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one."""
-    from tokenizers import Tokenizer
+    from jaxprune.converters.api import read_tokenizer
 
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
         raise ValueError(f"{path}: no tokenizer.json (pass the model's tokenizer)")
-    return Tokenizer.from_file(str(file))
+    return read_tokenizer(file)
 
 
 @dataclasses.dataclass
@@ -77,6 +77,8 @@ def resolve_model(spec: str, *, tokenizer: str | None = None, seed: int = 0) -> 
     tok = None
     if tokenizer is not None:
         tok = load_tokenizer(tokenizer)
-    elif Path(spec).is_dir() and (Path(spec) / "tokenizer.json").is_file():
-        tok = load_tokenizer(spec)
+    elif Path(spec).is_dir():
+        from jaxprune.converters.api import model_tokenizer
+
+        tok = model_tokenizer(spec)
     return LoadedModel(model, name, tok)

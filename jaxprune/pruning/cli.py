@@ -17,14 +17,10 @@ DEPTH_METHODS = {
 
 
 def _calibration_rows(model_path: str, args: argparse.Namespace) -> np.ndarray:
+    from jaxprune.converters.api import model_tokenizer
     from jaxprune.evaluation import load_eval_rows
 
-    tokenizer = None
-    tok = Path(model_path) / "tokenizer.json"
-    if tok.is_file():
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(tok))
+    tokenizer = model_tokenizer(model_path)
     return load_eval_rows(
         args.data, seq_len=args.seq_len, tokenizer=tokenizer, max_rows=args.samples
     )

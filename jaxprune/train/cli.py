@@ -81,14 +81,9 @@ def _tokenizer(model_dir: Path | None, data: list[str]):
     """The model's ``tokenizer.json``, loaded only when some data file is not token ids."""
     if all(Path(d).suffix.lower() in (".npy", ".bin") for d in data):
         return None
-    if model_dir is None or not (model_dir / "tokenizer.json").is_file():
-        return None
-    from tokenizers import Tokenizer
+    from jaxprune.converters.api import model_tokenizer
 
-    try:
-        return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    except Exception as e:  # the tokenizers library raises a bare Exception
-        raise ValueError(f"cannot read {model_dir / 'tokenizer.json'}: {e}") from e
+    return None if model_dir is None else model_tokenizer(model_dir)
 
 
 def _init_model(spec: str, seed: int):

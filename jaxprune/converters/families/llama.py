@@ -140,9 +140,14 @@ def check_pairs(cfg: ModelConfig, second: str = "-") -> int:
 
 
 def rules(cfg: ModelConfig) -> list[Rule]:
+    return decoder_stack_rules(cfg, mlp_rules)
+
+
+def decoder_stack_rules(cfg: ModelConfig, ffn_rules, second: str = "-") -> list[Rule]:
+    """Every decoder layer (attention + ``ffn_rules``), then embeddings, final norm, head."""
     out = []
-    for i in range(check_pairs(cfg)):
-        out += decoder_layer_rules(cfg, i, mlp_rules)
+    for i in range(check_pairs(cfg, second)):
+        out += decoder_layer_rules(cfg, i, ffn_rules)
     return out + head_rules(
         cfg.tie_embeddings,
         cfg.vocab_size,

@@ -4,12 +4,12 @@ or a dense SwiGLU MLP on ``mlp_only_layers`` / off the ``decoder_sparse_step`` g
 from __future__ import annotations
 
 from jaxprune.config import MLPConfig, ModelConfig, MoEConfig
-from jaxprune.converters.families.common import expert_rules, get, head_rules, mlp_rules, require
+from jaxprune.converters.families.common import expert_rules, get, mlp_rules, require
 from jaxprune.converters.families.llama import (
     attention_from_hf,
     attention_to_hf,
     check_pairs,
-    decoder_layer_rules,
+    decoder_stack_rules,
 )
 from jaxprune.converters.families.llama import check_exportable as _check_attention
 from jaxprune.converters.rules import Rule, linear
@@ -55,17 +55,7 @@ def _ffn_rules(hf: str, nat: str, c, d: int) -> list[Rule]:
 
 
 def rules(cfg: ModelConfig) -> list[Rule]:
-    out = []
-    for i in range(check_pairs(cfg, "-E")):
-        out += decoder_layer_rules(cfg, i, _ffn_rules)
-    return out + head_rules(
-        cfg.tie_embeddings,
-        cfg.vocab_size,
-        cfg.hidden,
-        "model.embed_tokens.weight",
-        "model.norm.weight",
-        "lm_head.weight",
-    )
+    return decoder_stack_rules(cfg, _ffn_rules, "-E")
 
 
 def config_to_hf(cfg: ModelConfig, template: dict | None, model_type: str) -> dict:
