@@ -21,6 +21,8 @@ from types import TracebackType
 
 import numpy as np
 
+from jaxprune.errors import UserError
+
 AUX_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -39,7 +41,7 @@ _BINARY = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?\s*(b)?\s*$", re.IGNORECASE)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A problem with a checkpoint file or directory; the message names the file (and tensor)."""
 
 
