@@ -1,10 +1,13 @@
 """``jaxprune compress``: load -> (teacher correction) -> importance -> search or fixed targets
 -> prune -> distill -> evaluate -> export, every stage cached under OUT and resumable.
 
-Each stage writes its output (a native checkpoint, a scores file, a JSON) and is skipped
-when that output exists, so an interrupted run continues where it stopped; the distillation
-stage resumes from its own orbax checkpoints. The library part is this module; gin binds
-:class:`CompressConfig` (and the trainer's dataclasses) in the CLI.
+Each stage calls the same library function as the separate command (:func:`score_with` as
+``importance``, :func:`search_with` as ``search``, :func:`~jaxprune.pruning.prune.prune` as
+``prune``, :func:`~jaxprune.train.run` as ``distill``, :func:`evaluate_lm_loss` as ``eval``,
+:func:`~jaxprune.converters.api.export` as ``export``), writes its output (a native
+checkpoint, a scores file, a JSON) and is skipped when that output exists, so an interrupted
+run continues where it stopped; the distillation stage resumes from its own orbax
+checkpoints. gin binds :class:`CompressConfig` (and the dataclasses it nests) in the CLI.
 """
 
 from __future__ import annotations
@@ -15,31 +18,30 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from jaxprune.converters.api import export, load_model, model_tokenizer
-from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
-from jaxprune.converters.native import is_native, load_native, save_model
+from jaxprune.converters.api import export
+from jaxprune.converters.native import is_native, load_native, save_native
+from jaxprune.errors import UserError
+from jaxprune.models import LoadedModel, resolve_model
 from jaxprune.params import count_params
+from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
+from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """One compression run. ``targets`` (HF config names) or ``params_budget`` (search: <= 1
-    is a fraction of the source's parameters) decide the student architecture."""
+    """One compression run. ``targets`` (HF config names) or ``search`` (a budgeted
+    architecture search) decide the student architecture; ``calibration`` says how
+    importance is estimated (aggregation, depth ranking, samples), exactly as the
+    ``importance`` command's flags do."""
 
     model: str
     data: str
     out: str
     eval_data: str | None = None
     targets: dict = field(default_factory=dict)
-    params_budget: float | None = None
-    search_top_k: int = 5
-    search_divisor: int = 64
-    calib_samples: int = 1024
-    calib_seq_len: int = 512
-    calib_batch_size: int = 8
+    search: SearchConfig | None = None
+    calibration: ScoreConfig = field(default_factory=ScoreConfig)
     eval_rows: int = 256
     text_suffixes: tuple[str, ...] = (".txt",)
     teacher_correction: TrainConfig | None = None
@@ -48,127 +50,92 @@ class CompressConfig:
     export_model_type: str | None = None
 
     def __post_init__(self):
-        if bool(self.targets) == (self.params_budget is not None):
-            raise ValueError("compress: give exactly one of targets or params_budget")
-
-
-def _corpus(cfg: CompressConfig, path: str, tok, vocab: int):
-    from jaxprune.data import load_corpus
-
-    return load_corpus(path, tokenizer=tok, vocab_size=vocab, text_suffixes=cfg.text_suffixes)
-
-
-def _rows(corpus, seq_len: int, n: int) -> np.ndarray:
-    from jaxprune.data import make_eval_batches
-
-    batches = make_eval_batches(corpus, seq_len=seq_len, batch_size=1, max_rows=n)
-    return np.concatenate([b["tokens"] for b in batches])
-
-
-def _stage(out: Path, name: str) -> Path:
-    return out / name
+        if bool(self.targets) == (self.search is not None):
+            raise UserError("compress: give exactly one of targets or search (a budget)")
+        if self.eval_rows < 1:
+            raise UserError(f"compress: eval_rows must be >= 1, got {self.eval_rows}")
 
 
 def run_compress(cfg: CompressConfig, log=print) -> dict:
     """Run (or resume) every stage; returns the summary written to OUT/report.json."""
+    from jaxprune.data import load_corpus, load_rows
     from jaxprune.evaluation import evaluate_lm_loss
-    from jaxprune.pruning.importance import calibrate, scores
     from jaxprune.pruning.prune import prune
-    from jaxprune.pruning.scores_io import load_scores, save_scores
-    from jaxprune.train import run
 
-    out, src = Path(cfg.out), Path(cfg.model)
+    out = Path(cfg.out)
+    src = resolve_model(cfg.model)
+    teacher, tok, vocab = src.model, src.tokenizer, src.config.vocab_size
     out.mkdir(parents=True, exist_ok=True)
     (out / "compress_config.json").write_text(json.dumps(_jsonable(cfg), indent=2))
-    teacher, meta = load_model(src)
-    family, hf_config = meta.get("family"), meta.get("hf_config")
-    tok = model_tokenizer(src)
-    vocab = teacher.config.vocab_size
-    corpus = _corpus(cfg, cfg.data, tok, vocab)
+    corpus = load_corpus(cfg.data, tokenizer=tok, vocab_size=vocab, text_suffixes=cfg.text_suffixes)
+
+    def rows(path: str, seq_len: int, n: int):
+        return load_rows(path, seq_len=seq_len, tokenizer=tok, max_rows=n, vocab_size=vocab)
 
     if cfg.teacher_correction is not None:
-        done = _stage(out, "teacher")
+        done = out / "teacher"
         if not is_native(done):
             log("stage: teacher correction")
-            run(
-                cfg.teacher_correction,
-                student=teacher,
-                train_source=corpus,
-                out=out / "teacher_run",
-                resume=(out / "teacher_run").exists(),
-                family=family,
-                hf_config=hf_config,
-                aux_dir=src,
-            )
+            _train(cfg.teacher_correction, teacher, None, corpus, out / "teacher_run", src)
             shutil.copytree(out / "teacher_run", done, ignore=shutil.ignore_patterns("checkpoints"))
         teacher, _ = load_native(done)
 
-    scores_path = _stage(out, "scores.npz")
+    scores_path = out / "scores.npz"
+    calib = cfg.calibration
     if not scores_path.is_file():
         log("stage: importance")
-        calib = _rows(corpus, cfg.calib_seq_len, cfg.calib_samples)
-        bs = cfg.calib_batch_size
-        stats = calibrate(
-            teacher, [calib[i : i + bs] for i in range(0, len(calib), bs)], progress=True
+        sc = score_with(
+            teacher,
+            rows(cfg.data, calib.seq_len, calib.samples),
+            calib,
+            progress=True,
+            meta={"model": str(cfg.model), "data": cfg.data},
         )
-        save_scores(
-            scores_path,
-            scores(stats, teacher),
-            stats,
-            {
-                "model": str(src),
-                "data": cfg.data,
-                "samples": int(len(calib)),
-                "seq_len": cfg.calib_seq_len,
-                "aggregation": "l2",
-            },
-            teacher.config,
-        )
-    sc, _ = load_scores(scores_path, teacher.config)
+        sc.save(scores_path, teacher.config)
+    scores = Scores.load(scores_path, teacher.config)
+    depth = scores.depth(calib.depth_method)
 
-    eval_corpus = _corpus(cfg, cfg.eval_data, tok, vocab) if cfg.eval_data else corpus
-    eval_rows = _rows(eval_corpus, cfg.distill.seq_len, cfg.eval_rows)
-    arch_path = _stage(out, "arch.json")
+    eval_rows = rows(cfg.eval_data or cfg.data, cfg.distill.seq_len, cfg.eval_rows)
+    arch_path = out / "arch.json"
     if not arch_path.is_file():
         targets = dict(cfg.targets)
-        if cfg.params_budget is not None:
+        if cfg.search is not None:
             log("stage: architecture search")
-            targets = _search(cfg, teacher, sc, eval_rows, out / "search")
+            result = search_with(
+                teacher, scores.scores, eval_rows, cfg.search,
+                batch_size=calib.batch_size, depth=depth,
+            )  # fmt: skip
+            result.write(out / "search")
+            targets = result.best.targets
         arch_path.write_text(json.dumps({"targets": targets}, indent=2))
     targets = json.loads(arch_path.read_text())["targets"]
 
-    pruned_dir = _stage(out, "pruned")
+    pruned_dir = out / "pruned"
     if not is_native(pruned_dir):
         log(f"stage: prune to {targets}")
-        with atomic_output_dir(pruned_dir) as tmp:
-            save_model(tmp, prune(teacher, sc, targets), family=family, hf_config=hf_config)
-            copy_aux_files(src, tmp)
+        save_native(
+            pruned_dir,
+            prune(teacher, scores.scores, targets, depth),
+            family=src.family,
+            hf_config=src.hf_config,
+            aux_dir=src.source,
+        )
     pruned, _ = load_native(pruned_dir)
 
-    student_dir = _stage(out, "student")
+    student_dir = out / "student"
     if not is_native(student_dir):
         log("stage: distillation")
-        run(
-            cfg.distill,
-            student=pruned,
-            teacher=teacher,
-            train_source=corpus,
-            out=student_dir,
-            resume=student_dir.exists(),
-            family=family,
-            hf_config=hf_config,
-            aux_dir=src,
-        )
+        _train(cfg.distill, pruned, teacher, corpus, student_dir, src)
     student, _ = load_native(student_dir)
 
-    summary_path = _stage(out, "report.json")
+    summary_path = out / "report.json"
     if not summary_path.is_file():
         log("stage: evaluation")
-        rows = []
+        table = []
         for name, m in (("teacher", teacher), ("pruned", pruned), ("distilled", student)):
-            ev = evaluate_lm_loss(m, eval_rows, batch_size=cfg.calib_batch_size)
+            ev = evaluate_lm_loss(m, eval_rows, batch_size=calib.batch_size)
             c = count_params(m.config)
-            rows.append(
+            table.append(
                 {
                     "model": name,
                     "params": c["total"],
@@ -178,40 +145,37 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
                     "tokens": ev["tokens"],
                 }
             )
-        summary_path.write_text(json.dumps({"targets": targets, "rows": rows}, indent=2))
+        summary_path.write_text(json.dumps({"targets": targets, "rows": table}, indent=2))
     summary = json.loads(summary_path.read_text())
 
-    hf_dir = _stage(out, "hf")
+    hf_dir = out / "hf"
     if not hf_dir.exists():
         log("stage: export")
         try:
             export(student_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type)
             summary["export"] = str(hf_dir)
-        except ValueError as e:  # e.g. per-layer widths: the native student stays the output
+        except UserError as e:  # e.g. per-layer widths: the native student stays the output
             summary["export"] = f"skipped: {e}"
+    else:
+        summary["export"] = str(hf_dir)
     _write_report(out, summary)
     return summary
 
 
-def _search(cfg: CompressConfig, teacher, sc, rows, out: Path) -> dict:
-    from jaxprune.params import count_params as cp
-    from jaxprune.search.report import write_report
-    from jaxprune.search.search import Budget, evaluate, shortlist
-    from jaxprune.search.space import SearchSpace
+def _train(cfg: TrainConfig, student, teacher, corpus, out: Path, src: LoadedModel) -> None:
+    from jaxprune.train import run
 
-    cands = shortlist(
-        teacher,
-        sc,
-        Budget(params=cfg.params_budget),
-        SearchSpace(divisor=cfg.search_divisor),
-        cfg.search_top_k,
+    run(
+        cfg,
+        student=student,
+        teacher=teacher,
+        train_source=corpus,
+        out=out,
+        resume=out.exists(),
+        family=src.family,
+        hf_config=src.hf_config,
+        aux_dir=src.source,
     )
-    cands = evaluate(teacher, sc, cands, rows)
-    best = min(cands, key=lambda c: c.final_loss)
-    write_report(out, cands, best, cp(teacher.config))
-    return best.targets
-
-
 def _write_report(out: Path, summary: dict) -> None:
     lines = [
         "# Compression report",

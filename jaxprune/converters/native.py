@@ -149,6 +149,25 @@ def save_model(out_dir: Path, model: HybridLM, **meta) -> None:
     write_native(out_dir, model.config, grouped(model_params(model)), **meta)
 
 
+def save_native(
+    out: str | Path,
+    model: HybridLM,
+    *,
+    family: str | None = None,
+    hf_config: dict | None = None,
+    aux_dir: str | Path | None = None,
+) -> Path:
+    """Write ``model`` as a native checkpoint at ``out``, atomically (nothing is left at
+    ``out`` on failure), with the tokenizer and other aux files of ``aux_dir``."""
+    from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
+
+    with atomic_output_dir(Path(out)) as tmp:
+        save_model(tmp, model, family=family, hf_config=hf_config)
+        if aux_dir is not None:
+            copy_aux_files(Path(aux_dir), tmp)
+    return Path(out)
+
+
 def load_native(path: str | Path) -> tuple[HybridLM, dict]:
     cfg, meta = read_meta(path)
     params: dict[str, np.ndarray] = {}
@@ -165,5 +184,6 @@ __all__ = [
     "model_params",
     "read_meta",
     "save_model",
+    "save_native",
     "write_native",
 ]

@@ -1,11 +1,13 @@
-"""``jaxprune generate`` and ``jaxprune bench``; ``add_parsers`` registers them with the main
-command line (errors are raised as ValueError / OSError, which it prints as one line)."""
+"""``jaxprune generate`` and ``jaxprune bench``: thin commands over
+:func:`jaxprune.inference.generate_text` and :func:`jaxprune.inference.bench.run_bench`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from jaxprune.errors import UserError
 
 
 def _int_list(text: str) -> list[int]:
@@ -23,14 +25,14 @@ def _int_list(text: str) -> list[int]:
 def cmd_generate(args: argparse.Namespace) -> int:
     import jax
 
-    from jaxprune.evaluation.data import eos_token_id
-    from jaxprune.inference import Decoder, generate_text, resolve_model
+    from jaxprune.inference import Decoder, generate_text
+    from jaxprune.models import resolve_model
 
     if args.max_new_tokens < 1:
-        raise ValueError("--max-new-tokens must be >= 1")
+        raise UserError("--max-new-tokens must be >= 1")
     loaded = resolve_model(args.model, tokenizer=args.tokenizer, seed=args.seed)
     if loaded.tokenizer is None:
-        raise ValueError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH")
+        raise UserError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH")
     decoder = Decoder(
         loaded.model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
     )
@@ -53,7 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.prompt,
         args.max_new_tokens,
         key=jax.random.key(args.seed),
-        eos_id=eos_token_id(loaded.tokenizer),
+        eos_id=loaded.tokenizer.eos_id,
         on_step=on_step,
     )
     if args.json:
@@ -67,12 +69,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from jaxprune.inference import resolve_model
     from jaxprune.inference.bench import run_bench
     from jaxprune.inference.report import to_markdown, write_report
+    from jaxprune.models import resolve_model
 
     if args.gen_len < 1 or args.repeats < 1:
-        raise ValueError("--gen-len and --repeats must be >= 1")
+        raise UserError("--gen-len and --repeats must be >= 1")
     models = []
     for spec in args.models:
         loaded = resolve_model(spec, seed=args.seed)

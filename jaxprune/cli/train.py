@@ -1,15 +1,15 @@
-"""``jaxprune distill`` and ``jaxprune train``: argparse sub-commands over :func:`run`.
+"""``jaxprune distill`` and ``jaxprune train``: thin commands over :func:`jaxprune.train.run`.
 
     jaxprune distill --teacher T --student S --data FILE [--eval-data FILE] --steps N --out DIR
     jaxprune train (MODEL | --init CONFIG) --data FILE --steps N --out DIR
 
-Common options: --batch-size, --seq-len, --lr, --save-every, --grad-accum, --eval-every,
---mesh D,F,T, --seed, --resume, --gin_file FILE (repeatable), --gin_param BINDING
-(repeatable). gin binds ``TrainConfig`` / ``LossConfig`` / ``OptimConfig`` (see
-``experiments/configs/*.gin``); explicit flags override gin. When the run finishes OUT is a
-native model that every command taking MODEL accepts. Exit status: 0 done, 1 stopped on
-non-finite losses, 2 usage / IO errors, 143 preempted by SIGTERM (checkpoint saved; rerun
-with --resume).
+The run's flags (--steps, --batch-size, --seq-len, --save-every, --grad-accum, --eval-every,
+--seed, --mesh; --lr for ``OptimConfig.lr``) are fields of ``TrainConfig`` (checked by a
+test); --gin_file FILE / --gin_param BINDING (repeatable) bind ``TrainConfig`` /
+``LossConfig`` / ``OptimConfig`` (see ``experiments/configs/*.gin``); explicit flags
+override gin. When the run finishes OUT is a native model that every command taking MODEL
+accepts. Exit status: 0 done, 1 stopped on non-finite losses, 2 bad input, 143 preempted by
+SIGTERM (checkpoint saved; rerun with --resume).
 """
 
 from __future__ import annotations
@@ -20,40 +20,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jaxprune.cli import EXIT_NONFINITE, EXIT_PREEMPTED
+from jaxprune.cli.gin import train_config_from_gin
+from jaxprune.errors import UserError
 from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
 
-EXIT_NONFINITE = 1
-EXIT_PREEMPTED = 143
-_GIN_REGISTERED = False
-
-
-def train_config_from_gin(files: list[str], params: list[str]) -> TrainConfig:
-    """A :class:`TrainConfig` built by gin from ``files`` and ``params`` bindings."""
-    return config_from_gin(files, params, TrainConfig)
-
-
-def config_from_gin(files: list[str], params: list[str], target: type):
-    """``target()`` (a config dataclass) built by gin; the trainer's and the compression
-    pipeline's dataclasses are configurable as ``jaxprune.<Name>`` / ``<Name>``."""
-    import gin
-
-    from jaxprune.pipeline import CompressConfig
-
-    global _GIN_REGISTERED
-    if not _GIN_REGISTERED:
-        for cls in (TrainConfig, LossConfig, OptimConfig, CompressConfig):
-            gin.external_configurable(cls, name=cls.__name__, module="jaxprune")
-        _GIN_REGISTERED = True
-    gin.clear_config()
-    for f in files:
-        if not Path(f).is_file():
-            raise ValueError(f"gin file not found: {f}")
-        gin.add_config_file_search_path(str(Path(f).resolve().parent))  # for `include`
-    try:
-        gin.parse_config_files_and_bindings(files, params)
-        return gin.get_configurable(target)()
-    except (ValueError, TypeError, KeyError, SyntaxError) as e:
-        raise ValueError(f"gin config: {str(e).strip().splitlines()[0]}") from e
+#: TrainConfig fields that have their own flag (everything else: gin).
+RUN_FLAGS = ("steps", "batch_size", "seq_len", "save_every", "grad_accum", "eval_every", "seed")
+_HELP = {
+    "steps": "optimizer steps",
+    "batch_size": "sequences per optimizer step",
+    "seq_len": "tokens per sequence",
+    "save_every": "checkpoint every N steps",
+    "grad_accum": "micro-batches per step",
+    "eval_every": "evaluate every N steps (0: never)",
+    "seed": "seed of the data order (and of --init weights)",
+}
 
 
 def _mesh(text: str) -> tuple[int, int, int]:
@@ -66,8 +48,9 @@ def _mesh(text: str) -> tuple[int, int, int]:
 def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfig:
     """gin (if any) <- explicit flags. ``train`` always uses plain cross-entropy."""
     cfg = train_config_from_gin(args.gin_file or [], args.gin_param or [])
-    names = ("steps", "batch_size", "seq_len", "save_every", "grad_accum", "eval_every", "seed")
-    changes: dict[str, Any] = {k: getattr(args, k) for k in (*names, "mesh") if hasattr(args, k)}
+    changes: dict[str, Any] = {
+        k: getattr(args, k) for k in (*RUN_FLAGS, "mesh") if hasattr(args, k)
+    }
     if args.no_progress:
         changes["progress"] = False
     if hasattr(args, "lr"):
@@ -77,57 +60,42 @@ def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfi
     return cfg.replace(**changes)
 
 
-def _tokenizer(model_dir: Path | None, data: list[str]):
-    """The model's ``tokenizer.json``, loaded only when some data file is not token ids."""
-    if all(Path(d).suffix.lower() in (".npy", ".bin") for d in data):
-        return None
-    from jaxprune.converters.api import model_tokenizer
-
-    return None if model_dir is None else model_tokenizer(model_dir)
+def _needs_tokenizer(data: list[str]) -> bool:
+    return not all(Path(d).suffix.lower() in (".npy", ".bin") for d in data)
 
 
-def _init_model(spec: str, seed: int):
-    from jaxprune.config import ModelConfig
-    from jaxprune.nn.model import init_model
-    from jaxprune.presets import PRESETS, get_preset
+def _init_spec(spec: str) -> str:
+    """``--init``: a config JSON file or a preset name (random weights)."""
+    from jaxprune.presets import PRESETS
 
-    path = Path(spec)
-    if path.is_file():
-        try:
-            cfg = ModelConfig.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"bad model config {path}: {e}") from e
-    elif spec in PRESETS:
-        cfg = get_preset(spec)
-    else:
-        raise ValueError(
+    if not (Path(spec).is_file() or spec in PRESETS):
+        raise UserError(
             f"--init {spec}: neither a config JSON file nor a preset ({', '.join(PRESETS)})"
         )
-    return init_model(cfg, seed)
+    return spec
 
 
 def _run(args: argparse.Namespace, *, distill: bool) -> int:
-    from jaxprune.converters.api import load_model
     from jaxprune.data import load_corpus
+    from jaxprune.models import resolve_model
     from jaxprune.train.trainer import NonFiniteError, run
 
     cfg = build_train_config(args, distill=distill)
-    teacher, source_dir, meta = None, None, {}
+    teacher = None
     if distill:
-        teacher, _ = load_model(args.teacher)
-        student, meta = load_model(args.student)
-        source_dir = Path(args.student)
-    elif args.model:
-        student, meta = load_model(args.model)
-        source_dir = Path(args.model)
+        teacher = resolve_model(args.teacher).model
+        src = resolve_model(args.student, tokenizer=args.tokenizer)
     else:
-        student = _init_model(args.init, cfg.seed)
+        spec = args.model or _init_spec(args.init)
+        src = resolve_model(spec, seed=cfg.seed, tokenizer=args.tokenizer)
+    student = src.model
     vocab = student.config.vocab_size
     if teacher is not None and teacher.config.vocab_size != vocab:
-        raise ValueError(
+        raise UserError(
             f"teacher vocabulary {teacher.config.vocab_size} differs from the student's {vocab}"
         )
-    tok = _tokenizer(source_dir, [args.data] + ([args.eval_data] if args.eval_data else []))
+    data = [args.data] + ([args.eval_data] if args.eval_data else [])
+    tok = src.tokenizer if _needs_tokenizer(data) else None
     train_src = load_corpus(args.data, tokenizer=tok, vocab_size=vocab)
     eval_src = (
         load_corpus(args.eval_data, tokenizer=tok, vocab_size=vocab) if args.eval_data else None
@@ -143,9 +111,9 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
             eval_source=eval_src,
             out=out,
             resume=args.resume,
-            family=meta.get("family"),
-            hf_config=meta.get("hf_config"),
-            aux_dir=source_dir,
+            family=src.family,
+            hf_config=src.hf_config,
+            aux_dir=src.source,
         )
     except NonFiniteError as e:
         print(f"jaxprune: stopped: {e}")
@@ -169,7 +137,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if bool(args.model) == bool(args.init):
-        raise ValueError("train: give exactly one of MODEL or --init CONFIG")
+        raise UserError("train: give exactly one of MODEL or --init CONFIG")
     return _run(args, distill=False)
 
 
@@ -178,28 +146,25 @@ def _common(sp: argparse.ArgumentParser) -> None:
         "--data", required=True, help="training data (.npy, .bin, .jsonl, .txt, dir, glob)"
     )
     sp.add_argument("--eval-data", default=None, help="held-out data for periodic evaluation")
+    sp.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the model's)")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in RUN_FLAGS:
+        sp.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=argparse.SUPPRESS,
+            help=f"{_HELP[name]} (TrainConfig.{name}; default {defaults[name]} or gin's)",
+        )
     sp.add_argument(
-        "--steps", type=int, default=argparse.SUPPRESS, help="optimizer steps (or set by gin)"
+        "--lr",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"peak learning rate (OptimConfig.lr; default {OptimConfig().lr} or gin's)",
     )
-    sp.add_argument("--out", required=True, help="run directory; becomes the trained model")
-    sp.add_argument(
-        "--batch-size", type=int, default=argparse.SUPPRESS, help="sequences per optimizer step"
-    )
-    sp.add_argument("--seq-len", type=int, default=argparse.SUPPRESS)
-    sp.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="peak learning rate")
-    sp.add_argument(
-        "--save-every", type=int, default=argparse.SUPPRESS, help="checkpoint every N steps"
-    )
-    sp.add_argument(
-        "--grad-accum", type=int, default=argparse.SUPPRESS, help="micro-batches per step"
-    )
-    sp.add_argument(
-        "--eval-every", type=int, default=argparse.SUPPRESS, help="evaluate every N steps"
-    )
-    sp.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     sp.add_argument(
         "--mesh", type=_mesh, default=argparse.SUPPRESS, help="data,fsdp,tensor sizes, e.g. -1,1,1"
     )
+    sp.add_argument("--out", required=True, help="run directory; becomes the trained model")
     sp.add_argument("--resume", action="store_true", help="continue from OUT's newest checkpoint")
     sp.add_argument("--gin_file", "--gin-file", action="append", default=[], help="gin config file")
     sp.add_argument("--gin_param", "--gin-param", action="append", default=[], help="gin binding")

@@ -1,0 +1,77 @@
+"""The ``jaxprune`` command line: the only package that parses arguments or gin.
+
+Commands:
+  demo        train a small hybrid teacher, prune it 2x, distill, compare (~10 min, CPU)
+  compress    load -> importance -> search/targets -> prune -> distill -> eval -> export
+  check       build a built-in model, verify cached decoding and causality, generate, time it
+  info        parameter counts (total / active / per block type) of a model
+  convert     HF / PyTorch model directory -> native checkpoint
+  export      native checkpoint -> HF directory that transformers loads unchanged
+  eval        next-token cross-entropy and perplexity of a model on a data file
+  importance  activation-based importance scores from calibration data
+  prune       prune a model to targets given in HF config names
+  search      architecture search under a parameter / memory budget
+  distill     distill a student from a teacher (sharded, resumable)
+  train       plain language-model training
+  generate    generate text from prompts, streaming tokens
+  bench       prefill / decode throughput, time to first token and cache size, side by side
+
+Every command calls the library function that does its work (the same one the ``compress``
+pipeline and Python users call). Bad input (:class:`~jaxprune.errors.UserError`, a missing
+file) is printed as one line with exit status 2; anything else is a bug and keeps its
+traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxprune.errors import UserError
+
+#: Exit statuses shared by every command.
+EXIT_USAGE = 2
+EXIT_NONFINITE = 1
+EXIT_PREEMPTED = 143
+
+#: OSErrors that mean "the path you gave is wrong", not a bug.
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxprune.cli import compress, evaluate, inference, model, prune, train
+
+    p = argparse.ArgumentParser(
+        prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in (compress, model, evaluate, prune, train, inference):
+        module.add_parsers(sub)
+    return p
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command with the one error mapping every command shares."""
+    from jaxprune.train.trainer import NonFiniteError
+
+    try:
+        return args.fn(args)
+    except (UserError, *_PATH_ERRORS) as e:
+        print(f"jaxprune: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteError as e:
+        print(f"jaxprune: stopped: {one_line(e)}", file=sys.stderr)
+        return EXIT_NONFINITE
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""``jaxprune importance``, ``prune`` and ``search``: thin commands over
+:func:`jaxprune.pruning.scoring.score_model`, :func:`jaxprune.pruning.prune.prune` and
+:func:`jaxprune.search.run.run_search`; their calibration and search flags are generated
+from :class:`ScoreConfig` and :class:`SearchConfig`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jaxprune.cli.flags import add_dataclass_args, dataclass_from_args
+from jaxprune.errors import UserError
+from jaxprune.pruning.scoring import ScoreConfig
+from jaxprune.search.run import SearchConfig
+
+
+def _rows(loaded, data: str, seq_len: int, max_rows: int):
+    from jaxprune.data import load_rows
+    from jaxprune.evaluation import check_rows
+
+    rows = load_rows(data, seq_len=seq_len, tokenizer=loaded.tokenizer, max_rows=max_rows)
+    return check_rows(rows, loaded.config.vocab_size)
+
+
+def _score(loaded, args: argparse.Namespace):
+    from jaxprune.pruning.scoring import score_with
+
+    cfg = dataclass_from_args(ScoreConfig, args)
+    rows = _rows(loaded, args.data, cfg.seq_len, cfg.samples)
+    meta = {"model": str(args.model), "data": str(args.data)}
+    return score_with(loaded.model, rows, cfg, progress=True, meta=meta)
+
+
+def _scores(loaded, args: argparse.Namespace):
+    """Scores from ``--scores FILE`` or, with ``--data``, calibrated now."""
+    from jaxprune.pruning.scoring import Scores
+
+    if args.scores:
+        return Scores.load(args.scores, loaded.config)
+    return _score(loaded, args)
+
+
+def cmd_importance(args: argparse.Namespace) -> int:
+    from jaxprune.models import resolve_model
+
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer)
+    sc = _score(loaded, args)
+    path = sc.save(args.out, loaded.config)
+    print(
+        f"wrote scores for {sc.meta['samples']} calibration samples x {sc.meta['seq_len']} "
+        f"tokens to {path}"
+    )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from jaxprune.converters.native import save_native
+    from jaxprune.models import resolve_model
+    from jaxprune.params import count_params
+    from jaxprune.pruning.prune import prune
+    from jaxprune.pruning.targets import parse_targets, validate_targets
+
+    if bool(args.scores) == bool(args.data):
+        raise UserError("give exactly one of --scores or --data")
+    targets = parse_targets(args.target)
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer)
+    model = loaded.model
+    validate_targets(model.config, targets)
+    sc = _scores(loaded, args)
+    depth = "depth_block_influence"
+    if "num_hidden_layers" in targets:
+        depth = sc.depth(args.depth_method)
+    small = prune(model, sc.scores, targets, depth)
+    save_native(
+        args.out, small, family=loaded.family, hf_config=loaded.hf_config, aux_dir=loaded.source
+    )
+    before, after = count_params(model.config), count_params(small.config)
+    print(f"{'params':<12}{'before':>16}{'after':>16}{'ratio':>8}")
+    for k in before:
+        a = after.get(k, 0)
+        print(f"{k:<12}{before[k]:>16,}{a:>16,}{a / before[k]:>8.2f}")
+    print(f"pattern {model.config.pattern} -> {small.config.pattern}; wrote {args.out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from jaxprune.converters.fsutil import atomic_output_dir
+    from jaxprune.converters.native import save_native
+    from jaxprune.models import resolve_model
+    from jaxprune.pruning.prune import prune
+    from jaxprune.search.run import search_with
+
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer)
+    model = loaded.model
+    search = dataclass_from_args(SearchConfig, args)
+    sc = _scores(loaded, args)
+    depth = sc.depth(args.depth_method)
+    rows = _rows(loaded, args.data, args.seq_len, max(search.eval_samples, 1))
+    result = search_with(model, sc.scores, rows, search, batch_size=args.batch_size, depth=depth)
+    with atomic_output_dir(Path(args.out)) as tmp:
+        result.write(tmp)
+        save_native(
+            tmp / "best",
+            prune(model, sc.scores, result.best.targets, depth),
+            family=loaded.family,
+            hf_config=loaded.hf_config,
+            aux_dir=loaded.source,
+        )
+    print((Path(args.out) / "report.md").read_text())
+    print(f"chosen model: {Path(args.out) / 'best'}")
+    return 0
+
+
+def _calibration_args(sp: argparse.ArgumentParser, required: bool) -> None:
+    sp.add_argument("--data", required=required, help=".txt, .jsonl or .npy calibration data")
+    sp.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the model's)")
+    add_dataclass_args(sp, ScoreConfig)
+
+
+def add_parsers(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sp = sub.add_parser(
+        "importance", help="activation importance scores from calibration data", formatter_class=fmt
+    )
+    sp.add_argument("model")
+    sp.add_argument("--out", required=True, help="scores file (.npz)")
+    _calibration_args(sp, required=True)
+    sp.set_defaults(fn=cmd_importance)
+
+    sp = sub.add_parser(
+        "prune", help="prune a model to targets (HF config names)", formatter_class=fmt
+    )
+    sp.add_argument("model")
+    sp.add_argument("out")
+    sp.add_argument("--scores", help="scores from `jaxprune importance`")
+    sp.add_argument(
+        "--target",
+        required=True,
+        help="e.g. hidden_size=3072,mamba_num_heads=112,num_hidden_layers=40",
+    )
+    _calibration_args(sp, required=False)
+    sp.set_defaults(fn=cmd_prune)
+
+    sp = sub.add_parser(
+        "search", help="architecture search under a parameter budget", formatter_class=fmt
+    )
+    sp.add_argument("model")
+    sp.add_argument("--scores", help="scores from `jaxprune importance` (else calibrate)")
+    sp.add_argument("--out", required=True)
+    add_dataclass_args(sp, SearchConfig, required=("params",))
+    _calibration_args(sp, required=True)
+    sp.set_defaults(fn=cmd_search)
