@@ -17,15 +17,18 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jaxprune.converters.api import export
 from jaxprune.converters.native import is_native, load_native, save_native
 from jaxprune.errors import UserError
-from jaxprune.models import LoadedModel, resolve_model
 from jaxprune.params import count_params
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
 from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig
+
+if TYPE_CHECKING:
+    from jaxprune.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     """Run (or resume) every stage; returns the summary written to OUT/report.json."""
     from jaxprune.data import load_corpus, load_rows
     from jaxprune.evaluation import evaluate_lm_loss
+    from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
 
     out = Path(cfg.out)

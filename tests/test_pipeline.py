@@ -40,10 +40,10 @@ CompressConfig.model = "{tmp_path / "src"}"
 CompressConfig.data = "{tmp_path / "data.npy"}"
 CompressConfig.out = "{tmp_path / "out"}"
 CompressConfig.targets = {{"hidden_size": 24, "intermediate_size": 32, "mamba_num_heads": 2}}
-CompressConfig.calib_samples = 16
-CompressConfig.calib_seq_len = 16
+CompressConfig.calibration = @ScoreConfig()
+ScoreConfig.samples = 16
+ScoreConfig.seq_len = 16
 CompressConfig.eval_rows = 8
-CompressConfig.search_divisor = 8
 CompressConfig.distill = @distill/TrainConfig()
 distill/TrainConfig.steps = 4
 distill/TrainConfig.batch_size = 4
@@ -86,9 +86,13 @@ def test_compress_searches_when_given_a_budget(setup, capsys):
         "--gin_param",
         "CompressConfig.targets = {}",
         "--gin_param",
-        "CompressConfig.params_budget = 0.8",
+        "CompressConfig.search = @SearchConfig()",
         "--gin_param",
-        "CompressConfig.search_top_k = 2",
+        "SearchConfig.params = 0.8",
+        "--gin_param",
+        "SearchConfig.top_k = 2",
+        "--gin_param",
+        "SearchConfig.divisor = 8",
     ]
     assert main(args) == 0
     assert "stage: architecture search" in capsys.readouterr().out

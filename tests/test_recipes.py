@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxprune.cli.gin import config_from_gin
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig
 from jaxprune.converters.families import family_module
 from jaxprune.params import count_params
 from jaxprune.pipeline import CompressConfig
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan
-from jaxprune.train.cli import config_from_gin
 
 RECIPES = sorted((Path(__file__).parent.parent / "experiments/configs/recipes").glob("*_to_*.gin"))
 
@@ -35,7 +35,7 @@ def test_recipe_builds_and_matches_published_sizes(recipe):
     import gin
 
     cfg = config_from_gin([str(recipe)], ['MODEL = "m"', 'DATA = "d"', 'OUT = "o"'], CompressConfig)
-    assert cfg.targets and cfg.distill.seq_len == 8192 and cfg.calib_samples == 1024
+    assert cfg.targets and cfg.distill.seq_len == 8192 and cfg.calibration.samples == 1024
     arch = json.loads((recipe.parent / "arch" / gin.query_parameter("%ARCH")).read_text())
     source = family_module(arch["model_type"]).config_from_hf(arch)
     student = shrink_config(source, plan(source, _flat_scores(source), cfg.targets))

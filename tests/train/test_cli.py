@@ -5,11 +5,13 @@ import sys
 import numpy as np
 import pytest
 
+from jaxprune.cli import EXIT_NONFINITE
+from jaxprune.cli.gin import train_config_from_gin
+from jaxprune.cli.train import add_parsers
 from jaxprune.converters.api import load_model
 from jaxprune.converters.native import read_meta, save_model
 from jaxprune.nn.model import init_model
 from jaxprune.train import trainer
-from jaxprune.train.cli import EXIT_NONFINITE, add_parsers, train_config_from_gin
 from tests.train.util import VOCAB, small_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
