@@ -135,7 +135,7 @@ def test_txt_is_one_token_stream(tmp_path, monkeypatch, chunk):
     path.write_text("the cat sat\non the mat.\n\na dog sat\n", encoding="utf-8")
     tok = CountingTokenizer(word_tokenizer())
     got = load_rows(path, seq_len=3, tokenizer=tok)
-    # stream: the cat sat on the mat . a dog sat = 2 3 4 5 2 6 9 7 8 4 (no EOS in .txt)
+    # stream: the cat sat on the mat . a dog sat </s> = 2 3 4 5 2 6 9 7 8 4 1 (EOS in the tail)
     np.testing.assert_array_equal(got, [[2, 3, 4], [5, 2, 6], [9, 7, 8]])
     assert (tok.calls > 1) == (chunk == 4)
     np.testing.assert_array_equal(
