@@ -25,19 +25,18 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
-from jaxprune.converters.api import model_tokenizer
 from jaxprune.converters.native import load_native, save_model
-from jaxprune.data import load_corpus, make_eval_batches
+from jaxprune.data import corpus_rows, load_corpus
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
 from jaxprune.params import count_params
 from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.pruning.prune import prune
+from jaxprune.tokenizer import model_tokenizer
 from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run
 
 
@@ -204,20 +203,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Path, cache: Path | None = 
     held_corpus = load_corpus(
         held, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)
     )
-    rows = np.concatenate(
-        [
-            b["tokens"]
-            for b in make_eval_batches(
-                held_corpus, seq_len=cfg.seq_len, batch_size=1, max_rows=cfg.eval_rows
-            )
-        ]
-    )
-    calib = [
-        b["tokens"]
-        for b in make_eval_batches(
-            corpus, seq_len=cfg.seq_len, batch_size=8, max_rows=cfg.calib_rows
-        )
-    ]
+    rows = corpus_rows(held_corpus, seq_len=cfg.seq_len, max_rows=cfg.eval_rows)
+    calib_rows = corpus_rows(corpus, seq_len=cfg.seq_len, max_rows=cfg.calib_rows)
+    calib = [calib_rows[i : i + 8] for i in range(0, len(calib_rows), 8)]
     print("calibrating and pruning ...")
     sc = scores(calibrate(teacher, calib), teacher)
     pruned = prune(teacher, sc, dict(cfg.targets))

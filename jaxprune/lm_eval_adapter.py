@@ -41,17 +41,19 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         'jaxprune.lm_eval_adapter needs lm-eval: pip install "jaxprune[eval]" (or lm-eval)'
     ) from e
 
-from jaxprune.evaluation.data import eos_token_id
 from jaxprune.inference.scoring import score_batches
 from jaxprune.inference.stream import Decoder, generate_text
-from jaxprune.inference.text import resolve_model
+from jaxprune.models import resolve_model
+from jaxprune.tokenizer import as_tokenizer
 
 
 @register_model("jaxprune")
 class JaxpruneLM(TemplateLM):
     """A jaxprune model as an lm-eval ``LM``: ``loglikelihood``, ``loglikelihood_rolling``
     and ``generate_until``, batched. Pass ``path`` or an in-memory ``model`` + ``tokenizer``
-    (a ``tokenizers.Tokenizer``)."""
+    (a :class:`jaxprune.tokenizer.Tokenizer` or a bare ``tokenizers.Tokenizer``, whose EOS
+    is then guessed). ``self.tokenizer`` is the ``tokenizers.Tokenizer``; ``self.tok`` the
+    wrapper with the special ids."""
 
     def __init__(
         self,
@@ -77,12 +79,13 @@ class JaxpruneLM(TemplateLM):
                 tokenizer = loaded.tokenizer
         if tokenizer is None:
             raise ValueError("jaxprune lm-eval model: no tokenizer (pass tokenizer=PATH)")
-        self.model, self.tokenizer = model, tokenizer
+        self.tok = as_tokenizer(tokenizer)
+        self.model, self.tokenizer = model, self.tok.raw
         bs = str(batch_size or 8).split(":")[0]
         self.batch_size = int(bs) if bs.isdigit() else 8
         self.max_length, self.max_gen_toks = int(max_length), int(max_gen_toks)
         self.bucket, self.seed = int(bucket), int(seed)
-        self._eot = eos_token_id(tokenizer)
+        self._eot = self.tok.eos_id
         self._decoders: dict[tuple, Decoder] = {}
 
     @property
@@ -94,10 +97,10 @@ class JaxpruneLM(TemplateLM):
         return "jaxprune-tokenizer"
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kw) -> list[int]:
-        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens)).ids
+        return self.tok.encode(string, add_special_tokens=bool(add_special_tokens))
 
     def tok_decode(self, tokens: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(tokens))
+        return self.tok.decode(tokens)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kw):
         """requests: ((context, continuation) | None, context ids, continuation ids) ->
@@ -149,7 +152,7 @@ class JaxpruneLM(TemplateLM):
                 part = idx[s : s + self.batch_size]
                 texts = generate_text(
                     decoder,
-                    self.tokenizer,
+                    self.tok,
                     [requests[i].args[0] for i in part],
                     n,
                     eos_id=self._eot,

@@ -164,24 +164,10 @@ def convert(src: str | Path, out: str | Path, *, dtype: str | None = None) -> Pa
     return Path(out)
 
 
-def read_tokenizer(file: str | Path):
-    """A ``tokenizers.Tokenizer`` from a tokenizer.json; one-line ValueError if unreadable."""
-    from tokenizers import Tokenizer
-
-    try:
-        return Tokenizer.from_file(str(file))
-    except Exception as e:  # the tokenizers library raises a bare Exception
-        raise ValueError(f"cannot read {file}: {str(e).splitlines()[0] if str(e) else e}") from e
-
-
-def model_tokenizer(model_dir: str | Path):
-    """The tokenizer that travels with a model directory, or None when it has none."""
-    file = Path(model_dir) / "tokenizer.json"
-    return read_tokenizer(file) if file.is_file() else None
-
-
 def load_model(path: str | Path) -> tuple[HybridLM, dict]:
-    """A native checkpoint or an HF directory, detected."""
+    """A native checkpoint or an HF directory, detected, and its metadata (``family``,
+    ``hf_config``). The low-level loader: :func:`jaxprune.models.resolve_model` resolves
+    every kind of model spec (and its tokenizer) through it."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: not found")

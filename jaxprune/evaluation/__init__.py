@@ -1,6 +1,10 @@
-"""Evaluation: load token rows from files and measure the language-model loss / perplexity."""
+"""Evaluation: the language-model loss / perplexity of token rows.
 
-from jaxprune.evaluation.data import eos_token_id, load_eval_rows
-from jaxprune.evaluation.lm_loss import check_rows, evaluate_lm_loss, make_nll_fn
+Rows come from :func:`jaxprune.data.load_rows` (the one reader of data files; see
+:mod:`jaxprune.data.sources` for the rule); :func:`check_rows` is the vocabulary check.
+"""
 
-__all__ = ["check_rows", "eos_token_id", "evaluate_lm_loss", "load_eval_rows", "make_nll_fn"]
+from jaxprune.data.rows import check_rows
+from jaxprune.evaluation.lm_loss import evaluate_lm_loss, make_nll_fn
+
+__all__ = ["check_rows", "evaluate_lm_loss", "make_nll_fn"]

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from jaxprune.data.rows import check_rows
 from jaxprune.nn.model import HybridLM
 
 NllFn = Callable[[nnx.State, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -44,31 +45,6 @@ def make_nll_fn(graphdef: nnx.GraphDef) -> NllFn:
         return total, jnp.sum(valid, dtype=jnp.int32)
 
     return nll_sums
-
-
-def check_rows(rows: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Validate token rows (rows, T) against the model vocabulary; return them as int32."""
-    rows = np.asarray(rows)
-    if rows.dtype.kind not in "iu":
-        raise ValueError(f"lm loss: token rows must be integers, got {rows.dtype}")
-    if rows.ndim != 2:
-        raise ValueError(f"lm loss: token rows must be 2-D (rows, T), got shape {rows.shape}")
-    if rows.shape[0] == 0:
-        raise ValueError("lm loss: no rows to evaluate")
-    if rows.shape[1] < 2:
-        raise ValueError(
-            f"lm loss: rows have {rows.shape[1]} tokens; need T >= 2 "
-            "(a row of T tokens gives T - 1 predictions)"
-        )
-    bad = (rows < 0) | (rows >= vocab_size)
-    if bad.any():
-        r, c = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"lm loss: token id {int(rows[r, c])} at row {r}, position {c} is outside the "
-            f"model's vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids in all); "
-            "was the data tokenized with this model's tokenizer?"
-        )
-    return np.ascontiguousarray(rows, dtype=np.int32)
 
 
 def evaluate_lm_loss(

@@ -3,17 +3,15 @@
 from jaxprune.inference.generate import generate, make_generate, make_picker
 from jaxprune.inference.sampling import sample
 from jaxprune.inference.stream import Decoder, generate_text
-from jaxprune.inference.text import left_pad, load_tokenizer, resolve_model, round_up
+from jaxprune.inference.text import left_pad, round_up
 
 __all__ = [
     "Decoder",
     "generate",
     "generate_text",
     "left_pad",
-    "load_tokenizer",
     "make_generate",
     "make_picker",
-    "resolve_model",
     "round_up",
     "sample",
 ]

@@ -96,10 +96,16 @@ def generate_text(
     ``max_new_tokens`` or, for every row, ``eos_id`` or one of the ``stop`` strings (the
     text is cut before it). Prompts keep their last ``max_prompt_len`` tokens when given.
     ``on_step(i, texts)`` (if given) sees the decoded continuations after step i, for
-    streaming. Returns the continuations."""
+    streaming. ``tokenizer``: a :class:`jaxprune.tokenizer.Tokenizer` or a bare
+    ``tokenizers.Tokenizer``; prompts are encoded with its special tokens (e.g. a BOS).
+    Returns the continuations."""
     from jaxprune.inference.text import left_pad, round_up
+    from jaxprune.tokenizer import as_tokenizer
 
-    ids = [tokenizer.encode(p).ids[-(max_prompt_len or 0) :] for p in prompts]
+    tokenizer = as_tokenizer(tokenizer)
+    ids = [
+        tokenizer.encode(p, add_special_tokens=True)[-(max_prompt_len or 0) :] for p in prompts
+    ]
     tokens, offset = left_pad(ids, eos_id or 0, multiple=multiple)
     max_len = round_up(tokens.shape[1] + max_new_tokens, multiple)
     out: list[list[int]] = [[] for _ in prompts]

@@ -8,9 +8,11 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
-from jaxprune.evaluation import data as eval_data
-from jaxprune.evaluation import eos_token_id, evaluate_lm_loss, load_eval_rows
+from jaxprune.data import load_rows
+from jaxprune.data import text as data_text
+from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.nn.model import init_model
+from jaxprune.tokenizer import eos_token_id
 from tests.conftest import hybrid_config
 
 VOCAB = {"[UNK]": 0, "</s>": 1, "the": 2, "cat": 3, "sat": 4, "on": 5, "mat": 6, "a": 7, "dog": 8}
@@ -109,41 +111,41 @@ def test_out_of_vocab_and_bad_rows_are_errors(model, rows):
 def test_npy_stream_is_cut_into_windows(tmp_path):
     path = tmp_path / "stream.npy"
     np.save(path, np.arange(23, dtype=np.int64))
-    got = load_eval_rows(path, seq_len=5)
+    got = load_rows(path, seq_len=5)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, np.arange(20).reshape(4, 5))
-    np.testing.assert_array_equal(load_eval_rows(path, seq_len=5, max_rows=2), got[:2])
-    np.testing.assert_array_equal(load_eval_rows(str(path), seq_len=23), np.arange(23)[None])
+    np.testing.assert_array_equal(load_rows(path, seq_len=5, max_rows=2), got[:2])
+    np.testing.assert_array_equal(load_rows(str(path), seq_len=23), np.arange(23)[None])
 
 
 def test_npy_rows_are_used_as_given(tmp_path):
     arr = np.random.default_rng(1).integers(0, 1000, (3, 7)).astype(np.uint16)
     path = tmp_path / "rows.npy"
     np.save(path, arr)
-    got = load_eval_rows(path, seq_len=100)  # seq_len is ignored for 2-D input
+    got = load_rows(path, seq_len=100)  # seq_len is ignored for 2-D input
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, arr)
-    np.testing.assert_array_equal(load_eval_rows(path, seq_len=100, max_rows=2), arr[:2])
+    np.testing.assert_array_equal(load_rows(path, seq_len=100, max_rows=2), arr[:2])
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 4], ids=["one-piece", "chunked"])
 def test_txt_is_one_token_stream(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(eval_data, "_TEXT_CHUNK_CHARS", chunk)
+    monkeypatch.setattr(data_text, "_TEXT_CHUNK_CHARS", chunk)
     path = tmp_path / "data.txt"
     path.write_text("the cat sat\non the mat.\n\na dog sat\n", encoding="utf-8")
     tok = CountingTokenizer(word_tokenizer())
-    got = load_eval_rows(path, seq_len=3, tokenizer=tok)
-    # stream: the cat sat on the mat . a dog sat = 2 3 4 5 2 6 9 7 8 4 (no EOS in .txt)
+    got = load_rows(path, seq_len=3, tokenizer=tok)
+    # stream: the cat sat on the mat . a dog sat </s> = 2 3 4 5 2 6 9 7 8 4 1 (EOS in the tail)
     np.testing.assert_array_equal(got, [[2, 3, 4], [5, 2, 6], [9, 7, 8]])
     assert (tok.calls > 1) == (chunk == 4)
     np.testing.assert_array_equal(
-        load_eval_rows(path, seq_len=3, tokenizer=tok, max_rows=2), got[:2]
+        load_rows(path, seq_len=3, tokenizer=tok, max_rows=2), got[:2]
     )
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 4], ids=["one-piece", "chunked"])
 def test_jsonl_documents_are_eos_separated(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(eval_data, "_TEXT_CHUNK_CHARS", chunk)
+    monkeypatch.setattr(data_text, "_TEXT_CHUNK_CHARS", chunk)
     path = tmp_path / "data.jsonl"
     docs = ["the cat sat", "a dog", "on the mat ."]
     lines = [
@@ -154,13 +156,13 @@ def test_jsonl_documents_are_eos_separated(tmp_path, monkeypatch, chunk):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tok = word_tokenizer()
     assert eos_token_id(tok) == 1
-    got = load_eval_rows(path, seq_len=4, tokenizer=tok)
+    got = load_rows(path, seq_len=4, tokenizer=tok)
     # the cat sat </s> a dog </s> on the mat . </s>
     np.testing.assert_array_equal(got, [[2, 3, 4, 1], [7, 8, 1, 5], [2, 6, 9, 1]])
     # Without an EOS token the documents are simply concatenated.
     plain = word_tokenizer(with_eos=False)
     assert eos_token_id(plain) is None
-    got = load_eval_rows(path, seq_len=4, tokenizer=plain)
+    got = load_rows(path, seq_len=4, tokenizer=plain)
     np.testing.assert_array_equal(got, [[2, 3, 4, 7], [8, 5, 2, 6]])
 
 
@@ -168,7 +170,7 @@ def test_rows_from_a_file_evaluate_end_to_end(tmp_path, model):
     path = tmp_path / "stream.npy"
     stream = np.random.default_rng(2).integers(0, 61, 50).astype(np.int32)
     np.save(path, stream)
-    rows = load_eval_rows(path, seq_len=8)  # 6 rows, 2 tokens dropped
+    rows = load_rows(path, seq_len=8)  # 6 rows, 2 tokens dropped
     out = evaluate_lm_loss(model, rows, batch_size=4)
     assert out["rows"] == 6 and out["tokens"] == 6 * 7
     np.testing.assert_allclose(
@@ -178,53 +180,53 @@ def test_rows_from_a_file_evaluate_end_to_end(tmp_path, model):
 
 def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
-        load_eval_rows(tmp_path / "missing.npy", seq_len=4)
+        load_rows(tmp_path / "missing.npy", seq_len=4)
     (tmp_path / "data.csv").write_text("1,2,3\n")
     with pytest.raises(ValueError, match=r"unsupported file type '\.csv'"):
-        load_eval_rows(tmp_path / "data.csv", seq_len=4)
+        load_rows(tmp_path / "data.csv", seq_len=4)
     txt = tmp_path / "data.txt"
     txt.write_text("the cat\n")
     with pytest.raises(ValueError, match=r"needs the model's tokenizer \(tokenizer.json\)"):
-        load_eval_rows(txt, seq_len=4)
+        load_rows(txt, seq_len=4)
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="no tokens"):
-        load_eval_rows(tmp_path / "empty.txt", seq_len=4, tokenizer=word_tokenizer())
+        load_rows(tmp_path / "empty.txt", seq_len=4, tokenizer=word_tokenizer())
     with pytest.raises(ValueError, match="max_rows"):
-        load_eval_rows(txt, seq_len=4, tokenizer=word_tokenizer(), max_rows=0)
+        load_rows(txt, seq_len=4, tokenizer=word_tokenizer(), max_rows=0)
     with pytest.raises(ValueError, match="seq_len"):
-        load_eval_rows(txt, seq_len=1, tokenizer=word_tokenizer())
+        load_rows(txt, seq_len=1, tokenizer=word_tokenizer())
 
 
 def test_jsonl_errors_name_the_line(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text('{"text": "the cat"}\n{"body": "a dog"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r'line 2: expected a JSON object with a "text" field'):
-        load_eval_rows(path, seq_len=2, tokenizer=word_tokenizer())
+        load_rows(path, seq_len=2, tokenizer=word_tokenizer())
     path.write_text('{"text": "the cat"}\n\n{"text": "a dog"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 3: invalid JSON"):
-        load_eval_rows(path, seq_len=2, tokenizer=word_tokenizer())
+        load_rows(path, seq_len=2, tokenizer=word_tokenizer())
     path.write_text('{"text": 5}\n', encoding="utf-8")
     with pytest.raises(ValueError, match='line 1: "text" must be a string'):
-        load_eval_rows(path, seq_len=2, tokenizer=word_tokenizer())
+        load_rows(path, seq_len=2, tokenizer=word_tokenizer())
 
 
 def test_npy_errors(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.arange(10, dtype=np.float32))
     with pytest.raises(ValueError, match="integer"):
-        load_eval_rows(path, seq_len=4)
+        load_rows(path, seq_len=4)
     np.save(path, np.arange(3))
     with pytest.raises(ValueError, match=r"\(3 tokens\) is shorter than seq_len=8"):
-        load_eval_rows(path, seq_len=8)
+        load_rows(path, seq_len=8)
     np.save(path, np.array([3, -1, 4, 5]))
     with pytest.raises(ValueError, match="negative token id"):
-        load_eval_rows(path, seq_len=2)
+        load_rows(path, seq_len=2)
     np.save(path, np.zeros((4, 1), np.int32))
     with pytest.raises(ValueError, match="T >= 2"):
-        load_eval_rows(path, seq_len=2)
+        load_rows(path, seq_len=2)
     np.save(path, np.zeros((2, 2, 2), np.int32))
     with pytest.raises(ValueError, match="shape"):
-        load_eval_rows(path, seq_len=2)
+        load_rows(path, seq_len=2)
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="cannot read"):
-        load_eval_rows(path, seq_len=2)
+        load_rows(path, seq_len=2)
