@@ -81,21 +81,22 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     from jaxprune.train.trainer import NonFiniteError, run
 
     cfg = build_train_config(args, distill=distill)
+    data = [args.data] + ([args.eval_data] if args.eval_data else [])
+    text = _needs_tokenizer(data)  # token-id data needs no tokenizer (nor a valid one)
     teacher = None
     if distill:
-        teacher = resolve_model(args.teacher).model
-        src = resolve_model(args.student, tokenizer=args.tokenizer)
+        teacher = resolve_model(args.teacher, with_tokenizer=False).model
+        src = resolve_model(args.student, tokenizer=args.tokenizer, with_tokenizer=text)
     else:
         spec = args.model or _init_spec(args.init)
-        src = resolve_model(spec, seed=cfg.seed, tokenizer=args.tokenizer)
+        src = resolve_model(spec, seed=cfg.seed, tokenizer=args.tokenizer, with_tokenizer=text)
     student = src.model
     vocab = student.config.vocab_size
     if teacher is not None and teacher.config.vocab_size != vocab:
         raise UserError(
             f"teacher vocabulary {teacher.config.vocab_size} differs from the student's {vocab}"
         )
-    data = [args.data] + ([args.eval_data] if args.eval_data else [])
-    tok = src.tokenizer if _needs_tokenizer(data) else None
+    tok = src.tokenizer
     train_src = load_corpus(args.data, tokenizer=tok, vocab_size=vocab)
     eval_src = (
         load_corpus(args.eval_data, tokenizer=tok, vocab_size=vocab) if args.eval_data else None

@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from jaxprune.inference import Decoder, generate_text
 from jaxprune.cli.inference import add_parsers
+from jaxprune.inference import Decoder, generate_text
 from jaxprune.inference.report import to_markdown
 from jaxprune.nn import HybridLM
 from tests.conftest import hybrid_config
