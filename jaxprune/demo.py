@@ -34,8 +34,8 @@ from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
 from jaxprune.params import count_params
-from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.pruning.prune import prune
+from jaxprune.pruning.scoring import score_model
 from jaxprune.tokenizer import model_tokenizer
 from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run
 
@@ -205,9 +205,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Path, cache: Path | None = 
     )
     rows = corpus_rows(held_corpus, seq_len=cfg.seq_len, max_rows=cfg.eval_rows)
     calib_rows = corpus_rows(corpus, seq_len=cfg.seq_len, max_rows=cfg.calib_rows)
-    calib = [calib_rows[i : i + 8] for i in range(0, len(calib_rows), 8)]
     print("calibrating and pruning ...")
-    sc = scores(calibrate(teacher, calib), teacher)
+    sc = score_model(teacher, calib_rows, batch_size=8).scores
     pruned = prune(teacher, sc, dict(cfg.targets))
     print(f"distilling the student ({cfg.student_steps} steps) ...")
     distilled = _train(cfg, pruned, corpus, out / "distilled", cfg.student_steps, teacher)
