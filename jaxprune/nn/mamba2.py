@@ -152,6 +152,7 @@ class Mamba2(nnx.Module):
                 initial_states=None if cache is None else cache.ssm,
                 seq_idx=seq_idx,
                 return_final_states=True,
+                impl=cfg.ssd_impl,
             )
         r = h // g
         y = gated_rms_norm(
