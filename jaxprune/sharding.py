@@ -101,11 +101,6 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = RULES) -> nnx.S
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def shard_state(state: nnx.State, mesh: Mesh, rules: Rules = RULES) -> nnx.State:
-    """Place every variable of ``state`` according to the rules."""
-    return jax.device_put(state, state_shardings(state, mesh, rules))
-
-
 def batch_sharding(mesh: Mesh, ndim: int = 2, rules: Rules = RULES) -> NamedSharding:
     """Sharding of a (batch, length, ...) input: batch over the rules' ``batch`` axes."""
     target = dict(rules)["batch"]

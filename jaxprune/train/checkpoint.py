@@ -10,7 +10,6 @@ asynchronous: :meth:`Checkpoints.save` returns once the arrays are copied off th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -73,19 +72,6 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def read_train_meta(out: Path) -> dict | None:
-    """The metadata of the newest checkpoint under ``out/checkpoints``, or None."""
-    root = Path(out) / "checkpoints"
-    if not root.is_dir():
-        return None
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-    for step in reversed(steps):
-        path = root / str(step) / "meta" / "metadata"
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
 
 
 def host_tree(tree):
