@@ -49,7 +49,7 @@ def _load_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from jaxprune.params import count_params
+    from jaxprune.counts import count_params
 
     cfg = _load_config(args)
     counts = count_params(cfg)

@@ -31,11 +31,11 @@ from flax import nnx
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.converters.api import model_tokenizer
 from jaxprune.converters.native import load_native, save_model
+from jaxprune.counts import count_params
 from jaxprune.data import load_corpus, make_eval_batches
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.pruning.prune import prune
 from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run

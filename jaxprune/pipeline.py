@@ -20,7 +20,7 @@ import numpy as np
 from jaxprune.converters.api import export, load_model, model_tokenizer
 from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
 from jaxprune.converters.native import is_native, load_native, save_model
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
 from jaxprune.train import TrainConfig
 
 
@@ -194,7 +194,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
 
 
 def _search(cfg: CompressConfig, teacher, sc, rows, out: Path) -> dict:
-    from jaxprune.params import count_params as cp
+    from jaxprune.counts import count_params as cp
     from jaxprune.search.report import write_report
     from jaxprune.search.search import Budget, evaluate, shortlist
     from jaxprune.search.space import SearchSpace

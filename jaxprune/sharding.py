@@ -1,7 +1,7 @@
 """Logical axis names -> mesh axes: one rules table, a mesh with Auto axes, param shardings.
 
 Every parameter carries ``axes`` metadata naming one logical axis per dimension (see
-``jaxprune.nn.params.param``). The rules table maps each logical name to a mesh axis (or
+``jaxprune.nn.init.param``). The rules table maps each logical name to a mesh axis (or
 None: replicated). A dimension is only sharded when the mesh axis divides it and no earlier
 dimension of the same tensor already uses that mesh axis.
 """

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.counts import count_params
 from jaxprune.inference.generate import decode_loop, make_picker, prefill
 from jaxprune.nn.model import HybridLM
-from jaxprune.params import count_params
 
 #: Metrics compared against the first model (``<metric>_ratio`` columns).
 RATIO_KEYS = (

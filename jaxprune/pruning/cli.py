@@ -74,7 +74,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from jaxprune.converters.api import load_model
     from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
     from jaxprune.converters.native import save_model
-    from jaxprune.params import count_params
+    from jaxprune.counts import count_params
     from jaxprune.pruning.prune import prune
     from jaxprune.pruning.scores_io import load_scores
     from jaxprune.pruning.targets import parse_targets, validate_targets
@@ -147,8 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from jaxprune.converters.api import load_model
     from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
     from jaxprune.converters.native import save_model
+    from jaxprune.counts import count_params
     from jaxprune.evaluation import check_rows
-    from jaxprune.params import count_params
     from jaxprune.pruning.prune import prune
     from jaxprune.pruning.scores_io import load_scores
     from jaxprune.search.report import write_report

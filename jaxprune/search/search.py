@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.counts import count_params
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.nn.model import HybridLM
-from jaxprune.params import count_params
 from jaxprune.pruning.prune import prune
 from jaxprune.search.space import SearchSpace, candidates, memory_bytes
 

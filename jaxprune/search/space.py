@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan
 from jaxprune.pruning.targets import decoder_layers

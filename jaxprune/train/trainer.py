@@ -36,12 +36,12 @@ from jaxprune.train.runlog import RunLogger
 from jaxprune.train.state import abstract_state, init_state, place, retype
 from jaxprune.train.step import (
     BATCH_KEYS,
-    Frozen,
+    SplitModel,
     batch_shardings,
     make_eval_step,
     make_train_step,
     params_shardings,
-    state_shardings,
+    train_state_shardings,
 )
 
 
@@ -168,7 +168,7 @@ def run(
         )
 
     s_model = retype(student, cfg.compute_dtype, "float32", mesh)
-    s = Frozen.of(s_model)
+    s = SplitModel.of(s_model)
     t_pair, t_state, proj_shape = None, None, None
     if teacher is not None and cfg.loss.uses_teacher:
         t_pair = nnx.split(retype(teacher, cfg.teacher_dtype, cfg.teacher_dtype, mesh))
@@ -193,7 +193,7 @@ def run(
     start = (ckpt.latest_step() or 0) if resume else 0
     if start:
         abstract = abstract_state(s, tx, proj_shape)
-        sh = state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
+        sh = train_state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
         state, saved = ckpt.restore(start, abstract, sh, data)
         _check_resumable(saved, cfg)
     else:

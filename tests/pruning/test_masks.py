@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.counts import count_leaves, count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_leaves, count_params
 from jaxprune.pruning.masks import mask_from_keep, masked_forward
 from jaxprune.pruning.materialize import materialize
 

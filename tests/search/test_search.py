@@ -6,8 +6,8 @@ import pytest
 
 from jaxprune.cli import main
 from jaxprune.converters.api import load_model
+from jaxprune.counts import count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.search.search import Budget, evaluate, pareto, shortlist
 from jaxprune.search.space import SearchSpace, axis_choices, memory_bytes

@@ -13,7 +13,7 @@ from jaxprune.sharding import make_mesh
 from jaxprune.train.config import TrainConfig
 from jaxprune.train.optim import make_optimizer, make_schedule
 from jaxprune.train.state import init_state, place, retype
-from jaxprune.train.step import Frozen, batch_shardings, make_train_step
+from jaxprune.train.step import SplitModel, batch_shardings, make_train_step
 
 # As in tests/conftest.py, which is not imported here: the subprocess workers choose their
 # own device count before jax starts.
@@ -61,7 +61,7 @@ def build_step(cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cf
     mesh = make_mesh(*sizes, devices=jax.devices()[:n_devices])
     s_cfg = student_cfg or small_config()
     student = retype(init_model(s_cfg, 0), cfg.compute_dtype, "float32", mesh)
-    s = Frozen.of(student)
+    s = SplitModel.of(student)
     teacher = None
     t_state = None
     proj = None
