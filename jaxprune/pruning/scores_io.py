@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxprune.atomic import atomic_file
 from jaxprune.config import ModelConfig
 from jaxprune.errors import UserError
 
@@ -28,9 +29,8 @@ def save_scores(path: str | Path, scores: dict, stats: dict, meta: dict, cfg: Mo
     meta = {**meta, "config_digest": config_digest(cfg), "model_config": cfg.to_dict()}
     arrays = {f"score/{k}": np.asarray(v) for k, v in scores.items()}
     arrays |= {f"stat/{k}": np.asarray(v) for k, v in stats.items()}
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
 

@@ -26,6 +26,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from jaxprune import sharding
+from jaxprune.atomic import atomic_write_text
 from jaxprune.data import make_eval_batches, make_train_iterator
 from jaxprune.nn.model import HybridLM
 from jaxprune.sharding import make_mesh
@@ -120,7 +121,7 @@ def _trim_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
