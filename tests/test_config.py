@@ -10,7 +10,7 @@ from jaxprune.config import (
     MoEConfig,
 )
 from jaxprune.errors import UserError
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 
 def test_pattern_parsing_builds_one_block_per_char():

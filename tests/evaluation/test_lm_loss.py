@@ -11,7 +11,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from jaxprune.evaluation import data as eval_data
 from jaxprune.evaluation import eos_token_id, evaluate_lm_loss, load_eval_rows
 from jaxprune.nn.model import init_model
-from tests.conftest import hybrid_config
+from jaxprune.testing.configs import hybrid_config
 
 VOCAB = {"[UNK]": 0, "</s>": 1, "the": 2, "cat": 3, "sat": 4, "on": 5, "mat": 6, "a": 7, "dog": 8}
 VOCAB["."] = 9

@@ -18,7 +18,7 @@ import pytest
 from jaxprune.kernels.ssd import mamba_chunk_scan
 from jaxprune.kernels.ssd.api import VERIFIED, resolve_impl
 from jaxprune.kernels.ssd.pallas_triton import ssd_pallas
-from tests.kernels.test_ssd_reference import SEQ_IDX_37, segments_to_ids
+from jaxprune.testing.ssd import SEQ_IDX_37, segments_to_ids
 
 P, N = 5, 7
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")

@@ -11,7 +11,7 @@ from flax import nnx
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.counts import count_leaves, count_params
 from jaxprune.nn import HybridLM
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 CONFIGS = {"hybrid": hybrid_config, "llama": llama_config}
 

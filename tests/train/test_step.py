@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprune.testing.train import build_step, host_batch, small_config
 from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
-from tests.train.util import build_step, host_batch, small_config
 
 FP32 = {"compute_dtype": "float32", "teacher_dtype": "float32"}
 KD = LossConfig(intermediate=((1, 3), (-1, -1)), ce_weight=0.5, chunk=5)
