@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 from jaxprune import sharding
 from jaxprune.atomic import atomic_write_text
 from jaxprune.data import make_eval_batches, make_train_iterator
+from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.sharding import make_mesh
 from jaxprune.train.checkpoint import Checkpoints, export_model
@@ -91,9 +92,9 @@ class _Preemption:
 
 def _check_out(out: Path, resume: bool) -> None:
     if out.is_file():
-        raise ValueError(f"output {out} is a file")
+        raise UserError(f"output {out} is a file")
     if not resume and out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"output directory {out} is not empty; pass --resume to continue a run")
+        raise UserError(f"output directory {out} is not empty; pass --resume to continue a run")
 
 
 def _mesh(sizes: tuple[int, int, int]):
@@ -132,7 +133,7 @@ def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
         if k not in RESUMABLE_CHANGES and json.dumps(old.get(k)) != json.dumps(new[k])
     )
     if diff:
-        raise ValueError(
+        raise UserError(
             f"cannot resume: the run config changed in {diff} (checkpoint has {old[diff[0]]!r})"
         )
 
@@ -157,13 +158,13 @@ def run(
     _check_out(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.loss.uses_teacher and teacher is None:
-        raise ValueError("the loss needs a teacher (kl or intermediate layers) but none was given")
+        raise UserError("the loss needs a teacher (kl or intermediate layers) but none was given")
     nproc, accum = jax.process_count(), cfg.grad_accum
     mesh = _mesh(cfg.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     micro = cfg.batch_size // accum
     if micro % shards or cfg.batch_size % (nproc * accum):
-        raise ValueError(
+        raise UserError(
             f"batch_size {cfg.batch_size} / grad_accum {accum} must divide by the {shards} "
             f"data-parallel shards and over {nproc} processes"
         )
