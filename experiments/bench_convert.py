@@ -36,7 +36,7 @@ from jaxprune.config import INF, AttentionConfig, Mamba2Config, MLPConfig, Model
 from jaxprune.converters.families import nemotron_h
 from jaxprune.converters.hf_config import write_hf_config
 from jaxprune.converters.io import open_checkpoint, parse_size, write_safetensors
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
 
 DTYPES = {"bf16": np.dtype(ml_dtypes.bfloat16), "fp32": np.dtype(np.float32)}
 MIB = 2**20

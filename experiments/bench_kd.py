@@ -27,14 +27,14 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.config import ModelConfig
+from jaxprune.counts import count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.presets import bench_10m
 from jaxprune.sharding import make_mesh
 from jaxprune.train import LossConfig, OptimConfig, TrainConfig
 from jaxprune.train.optim import make_optimizer, make_schedule
 from jaxprune.train.state import init_state, place, retype
-from jaxprune.train.step import Frozen, batch_shardings, make_train_step
+from jaxprune.train.step import SplitModel, batch_shardings, make_train_step
 
 
 def teacher_config() -> ModelConfig:
@@ -64,7 +64,7 @@ def bench_jax(batch: int, seq: int, reps: int, chunk: int = 128) -> dict:
         mesh=(1, 1, 1),
     )
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    s = Frozen.of(retype(init_model(bench_10m(), 0), "float32", "float32", mesh))
+    s = SplitModel.of(retype(init_model(bench_10m(), 0), "float32", "float32", mesh))
     t_def, t_state = nnx.split(retype(init_model(teacher_config(), 1), "float32", "float32", mesh))
     tx = make_optimizer(cfg.optim, cfg.steps)
     state, sh = init_state(s, tx, mesh, seed=0)

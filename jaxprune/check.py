@@ -10,9 +10,9 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.config import ModelConfig
+from jaxprune.counts import count_params
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 
 
 def run_check(

@@ -21,7 +21,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jaxprune.errors import UserError
+
 INF = float("inf")
+
+#: SSD scan implementations (`jaxprune.kernels.ssd.mamba_chunk_scan`'s ``impl``): "auto" picks
+#: one verified on the running backend (`jaxprune.kernels.ssd.api.VERIFIED`).
+SSD_IMPLS = ("auto", "reference", "pallas")
+#: Per-layer fields that choose how a block is computed, not what it computes: kept out of
+#: :meth:`ModelConfig.architecture_dict`.
+IMPLEMENTATION_FIELDS = ("ssd_impl",)
 
 
 @dataclass(frozen=True)
@@ -65,14 +74,14 @@ class AttentionConfig:
     def __post_init__(self):
         _positive(self, "num_heads", "num_kv_heads", "head_dim")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
+            raise UserError(
                 f"attention: num_heads={self.num_heads} is not a multiple of "
                 f"num_kv_heads={self.num_kv_heads}"
             )
         if self.rope is not None:
             rd = self.rope.rotary_dim or self.head_dim
             if rd % 2 or rd > self.head_dim:
-                raise ValueError(f"attention: rotary_dim={rd} must be even and <= head_dim")
+                raise UserError(f"attention: rotary_dim={rd} must be even and <= head_dim")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,10 @@ class Mamba2Config:
     ``dt_limit`` clamps dt after softplus. ``decode_dt_limit`` (None: the same) is the clamp
     of the one-token decode step; transformers' NemotronH clamps prefill at time_step_min
     but not decode, and a converted model reproduces that.
+
+    ``ssd_impl`` chooses the SSD scan (one of :data:`SSD_IMPLS`): "auto" takes an
+    implementation verified on the running backend (the pure-JAX reference everywhere today),
+    "pallas" opts into the Pallas kernel, which has not yet been checked on a GPU.
     """
 
     num_heads: int
@@ -115,14 +128,16 @@ class Mamba2Config:
     dt_limit: tuple[float, float] = (0.0, INF)
     decode_dt_limit: tuple[float, float] | None = None
     norm_eps: float = 1e-5
+    ssd_impl: Literal["auto", "reference", "pallas"] = "auto"
 
     kind = "mamba2"
     char = "M"
 
     def __post_init__(self):
         _positive(self, "num_heads", "head_dim", "state", "n_groups", "conv_kernel", "chunk_size")
+        _choice(self, "ssd_impl", SSD_IMPLS)
         if self.num_heads % self.n_groups:
-            raise ValueError(
+            raise UserError(
                 f"mamba2: num_heads={self.num_heads} is not a multiple of n_groups={self.n_groups}"
             )
         object.__setattr__(self, "dt_limit", tuple(float(v) for v in self.dt_limit))
@@ -170,14 +185,14 @@ class MoEConfig:
         _choice(self, "router", ("sigmoid", "softmax"))
         _choice(self, "dispatch", ("sorted", "dense"))
         if self.top_k > self.num_experts:
-            raise ValueError(f"moe: top_k={self.top_k} > num_experts={self.num_experts}")
+            raise UserError(f"moe: top_k={self.top_k} > num_experts={self.num_experts}")
         if self.num_experts % self.n_group or self.topk_group > self.n_group:
-            raise ValueError(
+            raise UserError(
                 f"moe: num_experts={self.num_experts} must split into n_group={self.n_group} "
                 f"groups and topk_group={self.topk_group} <= n_group"
             )
         if self.topk_group * (self.num_experts // self.n_group) < self.top_k:
-            raise ValueError("moe: topk_group groups hold fewer than top_k experts")
+            raise UserError("moe: topk_group groups hold fewer than top_k experts")
 
 
 LayerConfig = Mamba2Config | AttentionConfig | MLPConfig | MoEConfig
@@ -209,10 +224,10 @@ class ModelConfig:
         _positive(self, "vocab_size", "hidden")
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
-            raise ValueError("model: at least one layer is required")
+            raise UserError("model: at least one layer is required")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, tuple(LAYER_TYPES.values())):
-                raise ValueError(f"model: layer {i} has unsupported config {type(layer).__name__}")
+                raise UserError(f"model: layer {i} has unsupported config {type(layer).__name__}")
 
     @property
     def pattern(self) -> str:
@@ -240,10 +255,10 @@ class ModelConfig:
         layers = []
         for i, ch in enumerate(pattern.replace("|", "")):
             if ch not in given:
-                raise ValueError(f"pattern {pattern!r}: unknown block {ch!r} at {i} (use M * - E)")
+                raise UserError(f"pattern {pattern!r}: unknown block {ch!r} at {i} (use M * - E)")
             if given[ch] is None:
                 name = LAYER_TYPES[ch].__name__
-                raise ValueError(f"pattern {pattern!r} has {ch!r} blocks but no {name} was given")
+                raise UserError(f"pattern {pattern!r} has {ch!r} blocks but no {name} was given")
             layers.append(given[ch])
         return cls(vocab_size=vocab_size, hidden=hidden, layers=tuple(layers), **kwargs)
 
@@ -256,15 +271,27 @@ class ModelConfig:
         d["layers"] = [{"kind": layer.kind, **dataclasses.asdict(layer)} for layer in self.layers]
         return d
 
+    def architecture_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the :data:`IMPLEMENTATION_FIELDS` (what the model computes,
+        e.g. for a digest that should not change with the kernel choice)."""
+        d = self.to_dict()
+        d["layers"] = [
+            {k: v for k, v in layer.items() if k not in IMPLEMENTATION_FIELDS}
+            for layer in d["layers"]
+        ]
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; fields added since a config was written take their
+        defaults (e.g. ``ssd_impl="auto"``)."""
         d = dict(d)
         layers = []
         for i, raw in enumerate(d.pop("layers")):
             raw = dict(raw)
             kind = raw.pop("kind", None)
             if kind not in _BY_KIND:
-                raise ValueError(f"model config: layer {i} has unknown kind {kind!r}")
+                raise UserError(f"model config: layer {i} has unknown kind {kind!r}")
             if kind == "attention" and raw.get("rope") is not None:
                 raw["rope"] = RopeConfig(**raw["rope"])
             for key in ("dt_limit", "decode_dt_limit"):
@@ -278,10 +305,10 @@ def _positive(cfg: Any, *names: str) -> None:
     for n in names:
         v = getattr(cfg, n)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{type(cfg).__name__}.{n} must be a positive int, got {v!r}")
+            raise UserError(f"{type(cfg).__name__}.{n} must be a positive int, got {v!r}")
 
 
 def _choice(cfg: Any, name: str, options: tuple[str, ...]) -> None:
     v = getattr(cfg, name)
     if v not in options:
-        raise ValueError(f"{type(cfg).__name__}.{name}={v!r}; expected one of {options}")
+        raise UserError(f"{type(cfg).__name__}.{name}={v!r}; expected one of {options}")

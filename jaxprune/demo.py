@@ -27,13 +27,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.atomic import atomic_output_dir
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.converters.native import load_native, save_model
+from jaxprune.counts import count_params
 from jaxprune.data import corpus_rows, load_corpus
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.prune import prune
 from jaxprune.pruning.scoring import score_model
 from jaxprune.tokenizer import model_tokenizer
@@ -179,20 +180,15 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, out: Path, cache: Path | None = 
     train_files, held = stdlib_split(cfg.train_mb)
     teacher_dir = (cache or cache_root()) / cfg.digest()
     if not (teacher_dir / "jaxprune.json").is_file():
-        with tempfile.TemporaryDirectory(
-            dir=teacher_dir.parent if teacher_dir.parent.exists() else None
-        ) as tmp:
-            tmp = Path(tmp)
+        with atomic_output_dir(teacher_dir) as new_dir, tempfile.TemporaryDirectory() as scratch:
             print(f"training the tokenizer and the teacher ({cfg.teacher_steps} steps) ...")
-            tok = train_tokenizer(train_files, cfg.vocab_size, tmp)
+            tok = train_tokenizer(train_files, cfg.vocab_size, Path(scratch))
             corpus = load_corpus(
                 train_files, tokenizer=tok, vocab_size=cfg.vocab_size, text_suffixes=(".py",)
             )
-            _train(cfg, init_model(cfg.teacher(), cfg.seed), corpus, tmp / "run", cfg.teacher_steps)
-            shutil.copy(tmp / "tokenizer.json", tmp / "run" / "tokenizer.json")
-            teacher_dir.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp / "run" / "checkpoints", ignore_errors=True)
-            os.replace(tmp / "run", teacher_dir)
+            _train(cfg, init_model(cfg.teacher(), cfg.seed), corpus, new_dir, cfg.teacher_steps)
+            shutil.copy(Path(scratch) / "tokenizer.json", new_dir / "tokenizer.json")
+            shutil.rmtree(new_dir / "checkpoints", ignore_errors=True)
     else:
         print(f"reusing the cached teacher {teacher_dir}")
     tok = model_tokenizer(teacher_dir)

@@ -14,4 +14,15 @@ class UserError(ValueError):
     to fix it."""
 
 
-__all__ = ["UserError"]
+class CheckpointError(UserError):
+    """A problem with a checkpoint file or directory; the message names the file (and tensor)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception message, for one-line errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = ["CheckpointError", "UserError", "first_line"]

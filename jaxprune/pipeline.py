@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from jaxprune.converters.api import export
 from jaxprune.converters.native import is_native, load_native, save_native
+from jaxprune.counts import count_params
 from jaxprune.errors import UserError
-from jaxprune.params import count_params
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
 from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig

@@ -12,6 +12,7 @@ from jaxprune.config import (
     MoEConfig,
     RopeConfig,
 )
+from jaxprune.errors import UserError
 
 
 def tiny_hybrid() -> ModelConfig:
@@ -65,5 +66,5 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
 
 def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]()

@@ -1,7 +1,7 @@
 """Logical axis names -> mesh axes: one rules table, a mesh with Auto axes, param shardings.
 
 Every parameter carries ``axes`` metadata naming one logical axis per dimension (see
-``jaxprune.nn.params.param``). The rules table maps each logical name to a mesh axis (or
+``jaxprune.nn.init.param``). The rules table maps each logical name to a mesh axis (or
 None: replicated). A dimension is only sharded when the mesh axis divides it and no earlier
 dimension of the same tensor already uses that mesh axis.
 """
@@ -99,11 +99,6 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = RULES) -> nnx.S
         return v.replace(NamedSharding(mesh, spec))
 
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def shard_state(state: nnx.State, mesh: Mesh, rules: Rules = RULES) -> nnx.State:
-    """Place every variable of ``state`` according to the rules."""
-    return jax.device_put(state, state_shardings(state, mesh, rules))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2, rules: Rules = RULES) -> NamedSharding:

@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices (for sharding tests) and shared tiny model configs."""
+"""Test setup: 8 fake CPU devices (for sharding tests); the shared tiny model configs live
+in ``jaxprune.testing.configs``."""
 
 import os
 
@@ -12,49 +13,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 # absolute random values.
 jax.config.update("jax_default_prng_impl", "rbg")
 
-from jaxprune.config import (  # noqa: E402
-    AttentionConfig,
-    Mamba2Config,
-    MLPConfig,
-    ModelConfig,
-    MoEConfig,
-    RopeConfig,
-)
-
-# Distinct, prime-ish sizes so that a wrong axis shows up as a shape error.
-MAMBA = Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=8)
-ATTN = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=6)
-MLP = MLPConfig(intermediate=29)
-MOE = MoEConfig(
-    num_experts=4, top_k=2, intermediate=11, n_group=2, topk_group=1, shared_intermediate=13
-)
-
-
-def hybrid_config(**kw) -> ModelConfig:
-    """A Nemotron-H-style stack with every block type."""
-    return ModelConfig.from_pattern(
-        "M-*EM-", vocab_size=61, hidden=24, mamba=MAMBA, attention=ATTN, mlp=MLP, moe=MOE, **kw
-    )
-
-
-def llama_config(**kw) -> ModelConfig:
-    """A Llama / Qwen-style stack: (attention with RoPE, SwiGLU) x 2."""
-    attn = AttentionConfig(
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=8,
-        rope=RopeConfig(theta=500.0, rotary_dim=6),
-        qk_norm=True,
-        qkv_bias=True,
-    )
-    return ModelConfig.from_pattern(
-        "*-*-",
-        vocab_size=53,
-        hidden=20,
-        attention=attn,
-        mlp=MLPConfig(intermediate=23, activation="swiglu"),
-        **kw,
-    )
+from jaxprune.config import ModelConfig  # noqa: E402
+from jaxprune.testing.configs import hybrid_config, llama_config  # noqa: E402
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import json
 
 from jaxprune.cli import main
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
 from jaxprune.presets import PRESETS, get_preset
 
 

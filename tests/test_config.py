@@ -9,7 +9,8 @@ from jaxprune.config import (
     ModelConfig,
     MoEConfig,
 )
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.errors import UserError
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 
 def test_pattern_parsing_builds_one_block_per_char():
@@ -77,3 +78,26 @@ def test_heterogeneous_layers_are_allowed():
     cfg = ModelConfig(vocab_size=11, hidden=6, layers=layers)
     assert cfg.pattern == "MM--"
     assert cfg.layers[0] != cfg.layers[1]
+
+
+def test_ssd_impl_round_trips_and_old_configs_default_to_auto():
+    mamba = Mamba2Config(2, 4, 4, ssd_impl="pallas")
+    cfg = ModelConfig.from_pattern("M-", vocab_size=7, hidden=8, mamba=mamba, mlp=MLPConfig(4))
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["layers"][0]["ssd_impl"] == "pallas"
+    back = ModelConfig.from_dict(d)
+    assert back == cfg
+    assert back.layers[0].ssd_impl == "pallas"
+    del d["layers"][0]["ssd_impl"]  # a config written before the field existed
+    old = ModelConfig.from_dict(d)
+    assert old.layers[0].ssd_impl == "auto"
+    assert old != cfg
+    assert old.architecture_dict() == cfg.architecture_dict()
+    assert "ssd_impl" not in cfg.architecture_dict()["layers"][0]
+
+
+def test_unknown_ssd_impl_is_a_user_error():
+    d = hybrid_config().to_dict()
+    d["layers"][0]["ssd_impl"] = "cuda"
+    with pytest.raises(UserError, match=r"ssd_impl='cuda'"):
+        ModelConfig.from_dict(d)

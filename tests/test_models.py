@@ -13,8 +13,8 @@ from jaxprune.errors import UserError
 from jaxprune.models import LoadedModel, resolve_config, resolve_model
 from jaxprune.nn.model import init_model
 from jaxprune.presets import get_preset
+from jaxprune.testing.configs import hybrid_config
 from jaxprune.testing.tokenizers import write_tokenizer
-from tests.conftest import hybrid_config
 
 WORDS = ["[UNK]", "<|endoftext|>", "</s>", "<eot>", "the", "cat"]
 

@@ -9,7 +9,7 @@ import pytest
 from jaxprune.cli.gin import config_from_gin
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig
 from jaxprune.converters.families import family_module
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
 from jaxprune.pipeline import CompressConfig
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan

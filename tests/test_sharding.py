@@ -7,7 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxprune.nn.model import init_model
 from jaxprune.sharding import RULES, batch_sharding, logical_to_spec, make_mesh, state_shardings
-from tests.conftest import hybrid_config
+from jaxprune.testing.configs import hybrid_config
 
 
 def test_mesh_has_auto_axes_and_fills_the_free_axis():

@@ -18,7 +18,7 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from jaxprune.params import count_params
+    from jaxprune.counts import count_params
 
     cfg = _config(args)
     counts = count_params(cfg)

@@ -55,8 +55,8 @@ def cmd_importance(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from jaxprune.converters.native import save_native
+    from jaxprune.counts import count_params
     from jaxprune.models import resolve_model
-    from jaxprune.params import count_params
     from jaxprune.pruning.prune import prune
     from jaxprune.pruning.targets import parse_targets, validate_targets
 
@@ -84,7 +84,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from jaxprune.converters.fsutil import atomic_output_dir
+    from jaxprune.atomic import atomic_output_dir
     from jaxprune.converters.native import save_native
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune

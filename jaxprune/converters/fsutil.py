@@ -1,17 +1,16 @@
-"""Shared checkpoint plumbing: the error type, the Reader base, sizes and output directories.
+"""Shared checkpoint plumbing: the Reader base, index files, sizes and auxiliary files.
 
 `safetensors_io` and `torch_io` build their readers on `Reader`; `io.open_checkpoint` picks one.
+``CheckpointError`` / ``first_line`` (from `jaxprune.errors`) and ``atomic_output_dir`` (from
+`jaxprune.atomic`) are re-exported here for the converters.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import json
 import math
-import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from types import TracebackType
 
 import numpy as np
 
-from jaxprune.errors import UserError
+from jaxprune.atomic import atomic_output_dir
+from jaxprune.errors import CheckpointError, UserError, first_line
 
 AUX_FILES = (
     "tokenizer.json",
@@ -39,10 +39,6 @@ AUX_FILES = (
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?\s*(b)?\s*$", re.IGNORECASE)
-
-
-class CheckpointError(UserError):
-    """A problem with a checkpoint file or directory; the message names the file (and tensor)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +128,6 @@ class Reader(abc.ABC):
         return f"{type(self).__name__}({str(self.path)!r}, {len(self)} tensors)"
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an exception message, for one-line errors."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def read_weight_map(index: Path) -> dict[str, Path]:
     """The `weight_map` of a sharded-checkpoint index as {tensor: shard path}; shards must exist."""
     try:
@@ -190,11 +179,11 @@ def parse_size(size: str | int) -> int:
     """
     if isinstance(size, int) and not isinstance(size, bool):
         if size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
+            raise UserError(f"size must be >= 0, got {size}")
         return size
     match = _SIZE_RE.match(size) if isinstance(size, str) else None
     if match is None:
-        raise ValueError(
+        raise UserError(
             f"invalid size {size!r}: expected a number with an optional unit, "
             "e.g. '123', '500MB', '1.5GB' or '2GiB'"
         )
@@ -202,41 +191,6 @@ def parse_size(size: str | int) -> int:
     unit = (unit or "").lower()
     scale = _BINARY[unit] if unit.endswith("i") else _DECIMAL[unit]
     return math.floor(Fraction(number) * scale)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `out` to write into; rename it to `out` on success.
-
-    Refuses an `out` that is a file or a non-empty directory. On any exception the temporary
-    directory is removed, so nothing is left at `out`.
-    """
-    out = Path(out)
-    if out.is_file() or out.is_symlink():
-        raise CheckpointError(f"output {out} exists and is a file or a link")
-    if out.is_dir() and any(out.iterdir()):
-        raise CheckpointError(f"output directory {out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    while True:  # os.mkdir (unlike mkdtemp) honours the umask, so the result is not 0o700
-        tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            break
-        except FileExistsError:
-            continue
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        if out.is_dir():
-            out.rmdir()  # still empty (checked above); rmdir fails if something appeared
-        os.rename(tmp, out)
-    except OSError as exc:
-        raise CheckpointError(
-            f"cannot move finished output {tmp} to {out}: {first_line(exc)} (output kept at {tmp})"
-        ) from None
 
 
 def copy_aux_files(src_dir: Path, dst_dir: Path) -> list[str]:
@@ -251,3 +205,17 @@ def copy_aux_files(src_dir: Path, dst_dir: Path) -> list[str]:
             shutil.copy2(src_dir / name, dst_dir / name)
             copied.append(name)
     return copied
+
+
+__all__ = [
+    "AUX_FILES",
+    "CheckpointError",
+    "Reader",
+    "TensorInfo",
+    "atomic_output_dir",
+    "check_placement",
+    "copy_aux_files",
+    "first_line",
+    "parse_size",
+    "read_weight_map",
+]

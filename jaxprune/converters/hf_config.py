@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.errors import UserError
 
 
 def _decode_float(obj: dict) -> Any:
@@ -22,11 +23,11 @@ def read_hf_config(path: str | Path) -> dict:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise ValueError(f"config.json not found: {path}")
+        raise UserError(f"config.json not found: {path}")
     try:
         return json.loads(path.read_text(), object_hook=_decode_float)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{path}: not a valid config.json ({e})") from e
+        raise UserError(f"{path}: not a valid config.json ({e})") from e
 
 
 def encode_json(obj: Any) -> Any:

@@ -42,6 +42,7 @@ from jaxprune.converters.safetensors_io import (
     read_header,
 )
 from jaxprune.converters.torch_io import TorchReader, load_state_dict
+from jaxprune.errors import UserError
 
 __all__ = [
     "AUX_FILES",
@@ -243,7 +244,7 @@ def write_safetensors(
     plan = _normalize_specs(specs)
     limit = None if max_shard_bytes is None else parse_size(max_shard_bytes)
     if limit is not None and limit <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes!r}")
+        raise UserError(f"max_shard_bytes must be positive, got {max_shard_bytes!r}")
     if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise CheckpointError(f"safetensors metadata must map strings to strings: {metadata!r}")
     groups = _plan_shards(plan, limit)

@@ -159,7 +159,8 @@ def save_native(
 ) -> Path:
     """Write ``model`` as a native checkpoint at ``out``, atomically (nothing is left at
     ``out`` on failure), with the tokenizer and other aux files of ``aux_dir``."""
-    from jaxprune.converters.fsutil import atomic_output_dir, copy_aux_files
+    from jaxprune.atomic import atomic_output_dir
+    from jaxprune.converters.fsutil import copy_aux_files
 
     with atomic_output_dir(Path(out)) as tmp:
         save_model(tmp, model, family=family, hf_config=hf_config)

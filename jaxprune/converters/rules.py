@@ -14,7 +14,7 @@ inverse on export), so HF -> native -> HF is bit-exact:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,16 +94,6 @@ def to_hf(rule: Rule, arrays: list[np.ndarray]) -> np.ndarray:
     if rule.layout == "linear":
         return np.ascontiguousarray(canon.T)
     return np.ascontiguousarray(canon.T[:, None, :])
-
-
-def native_shapes(rules: Iterable[Rule], num_experts: Callable[[str], int | None]) -> dict:
-    """Full native shape per path (with the expert axis where a rule has ``expert``)."""
-    out: dict[str, tuple[int, ...]] = {}
-    for r in rules:
-        for p in r.parts:
-            e = num_experts(p.path) if r.expert is not None else None
-            out[p.path] = p.shape if e is None else (e, *p.shape)
-    return out
 
 
 def group_of(path: str) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxprune.data.sources import Corpus
+from jaxprune.errors import UserError
 
 ROW_KEYS = ("tokens", "targets", "loss_mask", "seq_idx", "positions")
 
@@ -36,9 +37,9 @@ class PackedRows:
 
     def __init__(self, corpus: Corpus, seq_len: int, *, pad_id: int = 0):
         if int(seq_len) != seq_len or seq_len < 1:
-            raise ValueError(f"data: seq_len must be an integer >= 1, got {seq_len!r}")
+            raise UserError(f"data: seq_len must be an integer >= 1, got {seq_len!r}")
         if corpus.num_tokens < 2:
-            raise ValueError(
+            raise UserError(
                 f"data: the corpus has {corpus.num_tokens} token(s); need >= 2 to predict any"
             )
         self.corpus = corpus

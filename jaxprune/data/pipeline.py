@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxprune.data.packing import ROW_KEYS, PackedRows
 from jaxprune.data.sources import Corpus
+from jaxprune.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
@@ -44,13 +45,13 @@ def make_train_iterator(
     """
     rows = _rows(source, seq_len)
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"data: batch_size must be an integer >= 1, got {batch_size!r}")
+        raise UserError(f"data: batch_size must be an integer >= 1, got {batch_size!r}")
     if not 0 <= seed < 2**32:
-        raise ValueError(f"data: seed must be in [0, 2**32), got {seed}")
+        raise UserError(f"data: seed must be in [0, 2**32), got {seed}")
     if num_epochs is not None and num_epochs < 1:
-        raise ValueError(f"data: num_epochs must be >= 1 or None, got {num_epochs}")
+        raise UserError(f"data: num_epochs must be >= 1 or None, got {num_epochs}")
     if not 0 <= process_index < process_count:
-        raise ValueError(
+        raise UserError(
             f"data: process_index {process_index} is not in [0, process_count={process_count})"
         )
     ds = grain.MapDataset.source(rows)
@@ -61,7 +62,7 @@ def make_train_iterator(
         ds = ds[: len(ds) - len(ds) % process_count]
     ds = ds[process_index::process_count]
     if len(ds) < batch_size and drop_remainder:
-        raise ValueError(
+        raise UserError(
             f"data: {len(ds)} rows per process make no full batch of {batch_size} "
             f"({len(rows)} rows of {rows.seq_len} tokens, {num_epochs} epoch(s))"
         )
@@ -84,9 +85,9 @@ def make_eval_batches(
     """
     rows = _rows(source, seq_len)
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"data: batch_size must be an integer >= 1, got {batch_size!r}")
+        raise UserError(f"data: batch_size must be an integer >= 1, got {batch_size!r}")
     if max_rows is not None and max_rows < 1:
-        raise ValueError(f"data: max_rows must be >= 1, got {max_rows}")
+        raise UserError(f"data: max_rows must be >= 1, got {max_rows}")
     n = len(rows) if max_rows is None else min(len(rows), max_rows)
     batches = []
     for lo in range(0, n, batch_size):
@@ -99,10 +100,10 @@ def make_eval_batches(
 def _rows(source: Corpus | PackedRows, seq_len: int) -> PackedRows:
     if isinstance(source, PackedRows):
         if source.seq_len != seq_len:
-            raise ValueError(f"data: rows have seq_len {source.seq_len}, asked for {seq_len}")
+            raise UserError(f"data: rows have seq_len {source.seq_len}, asked for {seq_len}")
         return source
     if not isinstance(source, Corpus):
-        raise ValueError(
+        raise UserError(
             f"data: expected a Corpus (see load_corpus) or PackedRows, got {type(source).__name__}"
         )
     return PackedRows(source, seq_len)

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.counts import count_params
+from jaxprune.errors import UserError
 from jaxprune.inference.generate import decode_loop, make_picker, prefill
 from jaxprune.nn.model import HybridLM
-from jaxprune.params import count_params
 
 #: Metrics compared against the first model (``<metric>_ratio`` columns).
 RATIO_KEYS = (
@@ -67,7 +68,7 @@ def bench_one(
     ``device_peak_bytes``: the device allocator's process-wide peak where it reports one.
     """
     if min(prompt_len, batch, gen_len, repeats) < 1:
-        raise ValueError("bench: prompt length, batch, gen length and repeats must be >= 1")
+        raise UserError("bench: prompt length, batch, gen length and repeats must be >= 1")
     graphdef, state = nnx.split(model)
     pick = make_picker()
     max_len = prompt_len + gen_len
@@ -143,7 +144,7 @@ def run_bench(
     ``progress(row)`` is called after each measurement.
     """
     if not models:
-        raise ValueError("bench: no models")
+        raise UserError("bench: no models")
     rows = []
     for name, model in models:
         for t in prompt_lens:

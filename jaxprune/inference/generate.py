@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.errors import UserError
 from jaxprune.inference.sampling import sample
 from jaxprune.nn.cache import Cache
 from jaxprune.nn.model import HybridLM
@@ -27,11 +28,11 @@ def make_picker(
 ) -> Picker:
     """``pick(logits (b, V), key) -> tokens (b,)`` for the given sampling rule."""
     if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+        raise UserError(f"generate: temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
+        raise UserError(f"generate: top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+        raise UserError(f"generate: top_p must be in (0, 1], got {top_p}")
     return partial(sample, temperature=temperature, top_k=top_k, top_p=top_p)
 
 
@@ -85,7 +86,7 @@ def make_generate(
     the decode loop is a ``lax.scan``.
     """
     if max_new_tokens < 1:
-        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise UserError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
     graphdef = nnx.graphdef(model)
     pick = make_picker(temperature, top_k, top_p)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxprune.atomic import atomic_write_text
+
 _COLUMNS = (
     ("model", "model", None),
     ("prompt_len", "prompt", None),
@@ -82,8 +84,8 @@ def write_report(report: dict, out_dir: str | Path) -> list[str]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "bench.md").write_text(to_markdown(report))
+    atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "bench.md", to_markdown(report))
     written = [str(out / "bench.json"), str(out / "bench.md")]
     note = plot(report, out / "bench.png")
     written.append(note if note else str(out / "bench.png"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxprune.errors import UserError
+
 
 def sample(
     logits: jax.Array,
@@ -18,7 +20,7 @@ def sample(
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if key is None:
-        raise ValueError("sample: a PRNG key is required when temperature > 0")
+        raise UserError("sample: a PRNG key is required when temperature > 0")
     logits = logits.astype(jnp.float32) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.errors import UserError
 from jaxprune.inference.generate import decode_step, make_picker, prefill
 from jaxprune.nn.cache import Cache
 from jaxprune.nn.model import HybridLM
@@ -63,12 +64,12 @@ class Decoder:
         bucketed value so that different prompt lengths reuse the compiled step.
         """
         if max_new_tokens < 1:
-            raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+            raise UserError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
         prompt = jnp.asarray(prompt, jnp.int32)
         b, t0 = prompt.shape
         max_len = t0 + max_new_tokens if max_len is None else max_len
         if max_len < t0 + max_new_tokens:
-            raise ValueError(f"generate: max_len {max_len} < {t0} + {max_new_tokens}")
+            raise UserError(f"generate: max_len {max_len} < {t0} + {max_new_tokens}")
         key = jax.random.key(0) if key is None else key
         state = nnx.state(self.model)
         cache = self.init_cache(b, max_len, offset)

@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxprune.config import AttentionConfig
 from jaxprune.nn.cache import KVCache
-from jaxprune.nn.params import normal, ones, param, zeros
+from jaxprune.nn.init import normal, ones, param, zeros
 from jaxprune.ops.attention import causal_mask, gqa_attention
 from jaxprune.ops.norms import rms_norm
 from jaxprune.ops.rope import apply_rope, rope_inv_freq

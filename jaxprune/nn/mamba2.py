@@ -15,7 +15,7 @@ from flax import nnx
 from jaxprune.config import Mamba2Config
 from jaxprune.kernels.ssd import mamba_chunk_scan, process_dt, ssd_step
 from jaxprune.nn.cache import MambaCache
-from jaxprune.nn.params import normal, ones, param, uniform, zeros
+from jaxprune.nn.init import normal, ones, param, uniform, zeros
 from jaxprune.ops.conv import causal_conv1d
 from jaxprune.ops.norms import gated_rms_norm
 
@@ -152,6 +152,7 @@ class Mamba2(nnx.Module):
                 initial_states=None if cache is None else cache.ssm,
                 seq_idx=seq_idx,
                 return_final_states=True,
+                impl=cfg.ssd_impl,
             )
         r = h // g
         y = gated_rms_norm(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.config import MLPConfig
-from jaxprune.nn.params import normal, param, zeros
+from jaxprune.nn.init import normal, param, zeros
 from jaxprune.ops.mlp import dense, mlp_hidden
 
 Tap = Callable[[str, object], None]

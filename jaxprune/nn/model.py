@@ -9,11 +9,11 @@ from flax import nnx
 from jaxprune.config import AttentionConfig, LayerConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.nn.attention import Attention
 from jaxprune.nn.cache import Cache
+from jaxprune.nn.init import normal, param
 from jaxprune.nn.mamba2 import Mamba2
 from jaxprune.nn.mlp import MLP
 from jaxprune.nn.moe import MoE
 from jaxprune.nn.norms import RMSNorm
-from jaxprune.nn.params import normal, param
 
 _MIXERS = {Mamba2Config: Mamba2, AttentionConfig: Attention, MLPConfig: MLP}
 

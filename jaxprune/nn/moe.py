@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.config import MLPConfig, MoEConfig
+from jaxprune.nn.init import Buffer, normal, param, zeros
 from jaxprune.nn.mlp import MLP
-from jaxprune.nn.params import Buffer, normal, param, zeros
 from jaxprune.ops import moe as moe_ops
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxprune.nn.params import ones, param
+from jaxprune.nn.init import ones, param
 from jaxprune.ops.norms import rms_norm
 
 

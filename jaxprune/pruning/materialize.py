@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.converters.native import model_from_params, model_params
+from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning.groups import groups
 
@@ -22,7 +23,7 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
             return
         counts = np.bincount(np.asarray(idx) // (size // n), minlength=n)
         if len(set(counts.tolist())) != 1:
-            raise ValueError(
+            raise UserError(
                 f"block {i}: kept {name} must be equal in each of the {n} groups, "
                 f"got {counts.tolist()}"
             )
@@ -33,15 +34,15 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
         if kv is not None and heads is not None:  # KV-group pruning: heads of kept groups only
             r = layer.num_heads // layer.num_kv_heads
             if not set(np.asarray(heads) // r) <= set(np.asarray(kv).tolist()):
-                raise ValueError(f"block {i}: kept query heads belong to removed KV groups")
+                raise UserError(f"block {i}: kept query heads belong to removed KV groups")
             counts = np.bincount(np.asarray(heads) // r, minlength=layer.num_kv_heads)[kv]
             if len(set(counts.tolist())) != 1:
-                raise ValueError(
+                raise UserError(
                     f"block {i}: kept heads must be equal in each kept KV group, "
                     f"got {counts.tolist()}"
                 )
         elif kv is not None:
-            raise ValueError(f"block {i}: KV-group pruning must also give the kept query heads")
+            raise UserError(f"block {i}: KV-group pruning must also give the kept query heads")
         else:
             per_group("heads", layer.num_heads, layer.num_kv_heads)
     elif isinstance(layer, Mamba2Config):
@@ -86,7 +87,7 @@ def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConf
         layers.append(layer)
     depth = kept.get("depth", np.arange(len(layers)))
     if len(depth) == 0:
-        raise ValueError("depth pruning must keep at least one block")
+        raise UserError("depth pruning must keep at least one block")
     layers = [layers[i] for i in np.sort(np.asarray(depth))]
     return cfg.replace(hidden=n("hidden", cfg.hidden), layers=tuple(layers))
 
@@ -101,7 +102,7 @@ def slice_params(
             continue
         idx = np.sort(np.asarray(kept[g.name], int))
         if len(idx) == 0 or idx[0] < 0 or idx[-1] >= g.size or len(set(idx)) != len(idx):
-            raise ValueError(f"group {g.name}: invalid kept indices for size {g.size}")
+            raise UserError(f"group {g.name}: invalid kept indices for size {g.size}")
         for path, axis in g.members:
             out[path] = np.take(out[path], idx, axis=axis)
     if "depth" in kept:

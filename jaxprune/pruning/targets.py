@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.errors import UserError
 
 KEYS = (
     "hidden_size",
@@ -38,13 +39,13 @@ def parse_targets(text: str) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"target {item!r} is not key=value")
+            raise UserError(f"target {item!r} is not key=value")
         base = key.split(".")[-1] if key.startswith("blocks.") else key
         if base not in KEYS or (
             base != key
             and (base not in PER_BLOCK or key.count(".") != 2 or not key.split(".")[1].isdigit())
         ):
-            raise ValueError(
+            raise UserError(
                 f"unknown target {key!r}; known: {', '.join(KEYS)} (per block: "
                 f"blocks.<i>.<{'|'.join(PER_BLOCK)}>)"
             )
@@ -54,9 +55,9 @@ def parse_targets(text: str) -> dict:
             else:
                 out[key] = int(value)
         except ValueError as e:
-            raise ValueError(f"target {key}: {value!r} is not an integer") from e
+            raise UserError(f"target {key}: {value!r} is not an integer") from e
     if not out:
-        raise ValueError("no pruning targets given")
+        raise UserError("no pruning targets given")
     return out
 
 
@@ -71,7 +72,7 @@ def decoder_layers(cfg: ModelConfig) -> bool:
 
 
 def validate_targets(cfg: ModelConfig, targets: dict) -> None:
-    """Raise one clear ValueError for any target that cannot be applied to ``cfg``."""
+    """Raise one clear UserError for any target that cannot be applied to ``cfg``."""
 
     def each(kind, attr):
         return [getattr(x, attr) for x in cfg.layers if isinstance(x, kind)]
@@ -81,11 +82,11 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
             return
         v = targets[key]
         if not sources:
-            raise ValueError(f"target {key}: the model has no such blocks")
+            raise UserError(f"target {key}: the model has no such blocks")
         if v <= 0:
-            raise ValueError(f"target {key}={v} must be positive")
+            raise UserError(f"target {key}={v} must be positive")
         if v > min(sources):
-            raise ValueError(f"target {key}={v} is larger than the source ({min(sources)})")
+            raise UserError(f"target {key}={v} is larger than the source ({min(sources)})")
         if extra:
             extra(v)
 
@@ -93,7 +94,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
         if key.startswith("blocks."):
             i = int(key.split(".")[1])
             if i >= len(cfg.layers):
-                raise ValueError(f"target {key}: block {i} does not exist")
+                raise UserError(f"target {key}: block {i} does not exist")
             layer_targets = {key.split(".")[-1]: targets[key]}
             validate_targets(cfg.replace(layers=(cfg.layers[i],)), layer_targets)
     check("hidden_size", [cfg.hidden])
@@ -105,7 +106,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
     def heads_ok(v):
         bad = [k for k in kv if v % (kv_target or k)]
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"num_attention_heads={v} is not a multiple of num_key_value_heads "
                 f"{kv_target or bad[0]}"
             )
@@ -117,7 +118,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
     def mamba_ok(v):
         bad = [g for g in groups if v % g]
         if bad:
-            raise ValueError(f"mamba_num_heads={v} is not a multiple of n_groups={bad[0]}")
+            raise UserError(f"mamba_num_heads={v} is not a multiple of n_groups={bad[0]}")
 
     check("mamba_num_heads", each(Mamba2Config, "num_heads"), mamba_ok)
     check("mamba_head_dim", each(Mamba2Config, "head_dim"))
@@ -126,7 +127,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
     def experts_ok(v):
         for m in moes:
             if v % m.n_group or v < m.top_k or v // m.n_group * m.topk_group < m.top_k:
-                raise ValueError(
+                raise UserError(
                     f"n_routed_experts={v} must be a multiple of n_group="
                     f"{m.n_group} and leave top_k={m.top_k} experts routable"
                 )
@@ -141,6 +142,6 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
     check("num_hidden_layers", [n_layers])
     for i in targets.get("drop_layers", []):
         if not 0 <= i < n_layers:
-            raise ValueError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1})")
+            raise UserError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1})")
     if "drop_layers" in targets and "num_hidden_layers" in targets:
-        raise ValueError("give num_hidden_layers or drop_layers, not both")
+        raise UserError("give num_hidden_layers or drop_layers, not both")

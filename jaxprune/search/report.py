@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxprune.atomic import atomic_write_text
 from jaxprune.search.search import Candidate, pareto
 
 
@@ -33,16 +34,17 @@ def write_report(out: Path, cands: list[Candidate], best: Candidate, source: dic
     ]
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.md", out / "candidates.json"]
-    paths[0].write_text("\n".join(md) + "\n")
-    paths[1].write_text(
+    atomic_write_text(paths[0], "\n".join(md) + "\n")
+    atomic_write_text(
+        paths[1],
         json.dumps(
             [{**c.__dict__, "pareto": f} for c, f in zip(cands, front, strict=True)], indent=2
-        )
+        ),
     )
     png = _plot(out / "search.png", cands, front, best)
     if png is not None:
         paths.append(png)
-        paths[0].write_text("\n".join(md) + "\n\n![search](search.png)\n")
+        atomic_write_text(paths[0], "\n".join(md) + "\n\n![search](search.png)\n")
     return paths
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
-from jaxprune.params import count_params
 from jaxprune.search.report import write_report
 from jaxprune.search.search import Budget, Candidate, evaluate, shortlist
 from jaxprune.search.space import SearchSpace

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.counts import count_params
+from jaxprune.errors import UserError
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.nn.model import HybridLM
-from jaxprune.params import count_params
 from jaxprune.pruning.prune import prune
 from jaxprune.search.space import SearchSpace, candidates, memory_bytes
 
@@ -68,7 +69,7 @@ def shortlist(
             continue
         feasible.append(Candidate(targets, c["total"], c["active"], mem))
     if not feasible:
-        raise ValueError(
+        raise UserError(
             f"no candidate fits the budget ({limit:,.0f} params"
             + (f", {budget.memory_gb} GB" if budget.memory_gb else "")
             + ")"

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
-from jaxprune.params import count_params
+from jaxprune.counts import count_params
+from jaxprune.errors import UserError
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan
 from jaxprune.pruning.targets import decoder_layers
@@ -115,7 +116,7 @@ def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
     keys = list(choices)
     total = math.prod(len(v) for v in choices.values())
     if total > space.max_candidates:
-        raise ValueError(
+        raise UserError(
             f"search space has {total:,} candidates (> {space.max_candidates:,}); "
             "raise the divisor or lower max_prune"
         )

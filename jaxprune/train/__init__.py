@@ -12,11 +12,11 @@ from jaxprune.train.losses import (
     topk_kl,
 )
 from jaxprune.train.optim import make_optimizer, make_schedule
-from jaxprune.train.step import Frozen, hidden_states, make_eval_step, make_train_step
+from jaxprune.train.step import SplitModel, hidden_states, make_eval_step, make_train_step
 from jaxprune.train.trainer import NonFiniteError, RunResult, run
 
 __all__ = [
-    "Frozen",
+    "SplitModel",
     "LossConfig",
     "NonFiniteError",
     "OptimConfig",

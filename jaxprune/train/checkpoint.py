@@ -10,8 +10,6 @@ asynchronous: :meth:`Checkpoints.save` returns once the arrays are copied off th
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from jaxprune.atomic import publish_into
 from jaxprune.config import ModelConfig
 from jaxprune.converters.fsutil import copy_aux_files
 from jaxprune.converters.native import META, save_model
@@ -75,19 +74,6 @@ class Checkpoints:
         self.manager.close()
 
 
-def read_train_meta(out: Path) -> dict | None:
-    """The metadata of the newest checkpoint under ``out/checkpoints``, or None."""
-    root = Path(out) / "checkpoints"
-    if not root.is_dir():
-        return None
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-    for step in reversed(steps):
-        path = root / str(step) / "meta" / "metadata"
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
-
-
 def host_tree(tree):
     """Every leaf as a host numpy array (gathered across processes when needed)."""
     if jax.process_count() == 1:
@@ -108,9 +94,10 @@ def export_model(
     """Write the trained model into ``out`` as a native checkpoint (``out/jaxprune.json`` +
     ``out/params``) next to ``out/checkpoints``. Parameters are cast to ``cfg.param_dtype``.
 
-    The parameters go to ``out/.final.tmp`` first and ``jaxprune.json`` (which makes ``out`` a
-    model) appears last, by rename, so an interrupted export never leaves a half model. Every
-    process calls this (orbax writes collectively); process 0 moves the files.
+    The parameters go to ``out/.final.tmp`` first and are published into ``out`` with
+    ``jaxprune.json`` (which makes ``out`` a model) last (`jaxprune.atomic.publish_into`), so
+    an interrupted export never leaves a half model. Every process calls this (orbax writes
+    collectively); process 0 moves the files.
     """
     out = Path(out)
     tmp = out / ".final.tmp"
@@ -129,12 +116,7 @@ def export_model(
     if primary:
         if aux_dir is not None and Path(aux_dir).is_dir():
             copy_aux_files(Path(aux_dir), tmp)
-        shutil.rmtree(out / "params", ignore_errors=True)
-        for item in tmp.iterdir():
-            if item.name != META:
-                os.replace(item, out / item.name)
-        os.replace(tmp / META, out / META)
-        tmp.rmdir()
+        publish_into(tmp, out, last=META)
     _barrier("jaxprune_export_done")
 
 

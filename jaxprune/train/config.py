@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jaxprune.errors import UserError
+
 KL = Literal["forward", "reverse", "topk", "none"]
 Intermediate = Literal["cosine", "mse"]
 
@@ -51,17 +53,17 @@ class LossConfig:
             self, "intermediate", tuple((int(s), int(t)) for s, t in self.intermediate)
         )
         if self.kl not in ("forward", "reverse", "topk", "none"):
-            raise ValueError(f"loss: kl must be forward, reverse, topk or none, got {self.kl!r}")
+            raise UserError(f"loss: kl must be forward, reverse, topk or none, got {self.kl!r}")
         if self.kl == "topk" and self.top_k < 1:
-            raise ValueError("loss: kl='topk' needs top_k >= 1")
+            raise UserError("loss: kl='topk' needs top_k >= 1")
         if self.temperature <= 0:
-            raise ValueError(f"loss: temperature must be > 0, got {self.temperature}")
+            raise UserError(f"loss: temperature must be > 0, got {self.temperature}")
         if self.intermediate_loss not in ("cosine", "mse"):
-            raise ValueError(
+            raise UserError(
                 f"loss: intermediate_loss must be cosine or mse, got {self.intermediate_loss!r}"
             )
         if self.chunk < 0:
-            raise ValueError(f"loss: chunk must be >= 0, got {self.chunk}")
+            raise UserError(f"loss: chunk must be >= 0, got {self.chunk}")
 
     @property
     def uses_teacher(self) -> bool:
@@ -87,11 +89,11 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "wsd", "constant"):
-            raise ValueError(
+            raise UserError(
                 f"optim: schedule must be cosine, wsd or constant, got {self.schedule!r}"
             )
         if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.decay_fraction <= 1:
-            raise ValueError("optim: need lr > 0, warmup_steps >= 0, 0 <= decay_fraction <= 1")
+            raise UserError("optim: need lr > 0, warmup_steps >= 0, 0 <= decay_fraction <= 1")
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,14 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "keep", "max_bad_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"train: {name} must be an integer >= 1, got {v!r}")
+                raise UserError(f"train: {name} must be an integer >= 1, got {v!r}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(
+            raise UserError(
                 f"train: batch_size {self.batch_size} is not a multiple of grad_accum "
                 f"{self.grad_accum}"
             )
         if len(self.mesh) != 3:
-            raise ValueError(f"train: mesh must be (data, fsdp, tensor), got {self.mesh}")
+            raise UserError(f"train: mesh must be (data, fsdp, tensor), got {self.mesh}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxprune.nn.model import HybridLM
-from jaxprune.train.step import Frozen, params_shardings, replicated, state_shardings
+from jaxprune.train.step import SplitModel, params_shardings, replicated, train_state_shardings
 
 
 def place(tree, shardings):
@@ -37,7 +37,7 @@ def retype(model: HybridLM, dtype: str, param_dtype: str, mesh: Mesh) -> HybridL
 
 
 def abstract_state(
-    student: Frozen, tx: optax.GradientTransformation, proj_shape: tuple[int, int] | None
+    student: SplitModel, tx: optax.GradientTransformation, proj_shape: tuple[int, int] | None
 ) -> dict:
     """ShapeDtypeStruct tree of the train state (see ``jaxprune.train.step``)."""
 
@@ -56,7 +56,7 @@ def abstract_state(
 
 
 def init_state(
-    student: Frozen,
+    student: SplitModel,
     tx: optax.GradientTransformation,
     mesh: Mesh,
     *,
@@ -66,7 +66,7 @@ def init_state(
     """The initial train state (sharded) and its shardings. The projection (d_s, d_t), when
     asked for, starts as the identity on the shared leading dims (scaled normal elsewhere)."""
     abstract = abstract_state(student, tx, proj_shape)
-    sh = state_shardings(abstract, params_shardings(student.params, mesh), tx, mesh)
+    sh = train_state_shardings(abstract, params_shardings(student.params, mesh), tx, mesh)
 
     def build(params_model, key):
         params = {"model": params_model}

@@ -33,7 +33,7 @@ StepFn = Callable[..., tuple[dict, dict]]
 
 
 @dataclass(frozen=True)
-class Frozen:
+class SplitModel:
     """A split model: ``graphdef``, trainable ``params`` and constant ``rest`` state."""
 
     graphdef: Any
@@ -41,7 +41,7 @@ class Frozen:
     rest: nnx.State
 
     @classmethod
-    def of(cls, model: HybridLM) -> Frozen:
+    def of(cls, model: HybridLM) -> SplitModel:
         return cls(*nnx.split(model, nnx.Param, ...))
 
 
@@ -209,7 +209,7 @@ def params_shardings(params: nnx.State, mesh: Mesh) -> nnx.State:
     return sharding.state_shardings(params, mesh)
 
 
-def state_shardings(
+def train_state_shardings(
     abstract_state: dict, student_params_sh: nnx.State, tx: optax.GradientTransformation, mesh: Mesh
 ) -> dict:
     """Shardings of the train state: params by the logical rules, optimizer moments like
@@ -230,7 +230,7 @@ def state_shardings(
 
 
 def make_train_step(
-    student: Frozen,
+    student: SplitModel,
     teacher: tuple[Any, nnx.State] | None,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,

@@ -26,7 +26,9 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from jaxprune import sharding
+from jaxprune.atomic import atomic_write_text
 from jaxprune.data import make_eval_batches, make_train_iterator
+from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.sharding import make_mesh
 from jaxprune.train.checkpoint import Checkpoints, export_model
@@ -36,12 +38,12 @@ from jaxprune.train.runlog import RunLogger
 from jaxprune.train.state import abstract_state, init_state, place, retype
 from jaxprune.train.step import (
     BATCH_KEYS,
-    Frozen,
+    SplitModel,
     batch_shardings,
     make_eval_step,
     make_train_step,
     params_shardings,
-    state_shardings,
+    train_state_shardings,
 )
 
 
@@ -90,9 +92,9 @@ class _Preemption:
 
 def _check_out(out: Path, resume: bool) -> None:
     if out.is_file():
-        raise ValueError(f"output {out} is a file")
+        raise UserError(f"output {out} is a file")
     if not resume and out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"output directory {out} is not empty; pass --resume to continue a run")
+        raise UserError(f"output directory {out} is not empty; pass --resume to continue a run")
 
 
 def _mesh(sizes: tuple[int, int, int]):
@@ -120,7 +122,7 @@ def _trim_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
@@ -131,7 +133,7 @@ def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
         if k not in RESUMABLE_CHANGES and json.dumps(old.get(k)) != json.dumps(new[k])
     )
     if diff:
-        raise ValueError(
+        raise UserError(
             f"cannot resume: the run config changed in {diff} (checkpoint has {old[diff[0]]!r})"
         )
 
@@ -156,19 +158,19 @@ def run(
     _check_out(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.loss.uses_teacher and teacher is None:
-        raise ValueError("the loss needs a teacher (kl or intermediate layers) but none was given")
+        raise UserError("the loss needs a teacher (kl or intermediate layers) but none was given")
     nproc, accum = jax.process_count(), cfg.grad_accum
     mesh = _mesh(cfg.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     micro = cfg.batch_size // accum
     if micro % shards or cfg.batch_size % (nproc * accum):
-        raise ValueError(
+        raise UserError(
             f"batch_size {cfg.batch_size} / grad_accum {accum} must divide by the {shards} "
             f"data-parallel shards and over {nproc} processes"
         )
 
     s_model = retype(student, cfg.compute_dtype, "float32", mesh)
-    s = Frozen.of(s_model)
+    s = SplitModel.of(s_model)
     t_pair, t_state, proj_shape = None, None, None
     if teacher is not None and cfg.loss.uses_teacher:
         t_pair = nnx.split(retype(teacher, cfg.teacher_dtype, cfg.teacher_dtype, mesh))
@@ -193,7 +195,7 @@ def run(
     start = (ckpt.latest_step() or 0) if resume else 0
     if start:
         abstract = abstract_state(s, tx, proj_shape)
-        sh = state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
+        sh = train_state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
         state, saved = ckpt.restore(start, abstract, sh, data)
         _check_resumable(saved, cfg)
     else:

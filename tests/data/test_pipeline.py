@@ -21,7 +21,7 @@ from jaxprune.data import (
     make_train_iterator,
 )
 from jaxprune.nn.model import HybridLM
-from tests.conftest import hybrid_config
+from jaxprune.testing.configs import hybrid_config
 
 WORDS = ["[UNK]", "<|endoftext|>", "the", "cat", "sat", "on", "mat", "def", "f", "(", ")", ":"]
 EOS = 1

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from jaxprune.inference import generate  # noqa: E402
 from jaxprune.lm_eval_adapter import JaxpruneLM, run_tasks  # noqa: E402
 from jaxprune.nn import HybridLM  # noqa: E402
-from tests.conftest import hybrid_config  # noqa: E402
+from jaxprune.testing.configs import hybrid_config  # noqa: E402
 
 TASKS = Path(__file__).parents[1] / "data_files" / "lm_eval_tiny"
 EOS = "<|endoftext|>"

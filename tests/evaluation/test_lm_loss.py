@@ -12,8 +12,8 @@ from jaxprune.data import load_rows
 from jaxprune.data import text as data_text
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.nn.model import init_model
+from jaxprune.testing.configs import hybrid_config
 from jaxprune.tokenizer import eos_token_id
-from tests.conftest import hybrid_config
 
 VOCAB = {"[UNK]": 0, "</s>": 1, "the": 2, "cat": 3, "sat": 4, "on": 5, "mat": 6, "a": 7, "dog": 8}
 VOCAB["."] = 9

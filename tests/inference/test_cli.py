@@ -12,7 +12,7 @@ from jaxprune.cli.inference import add_parsers
 from jaxprune.inference import Decoder, generate_text
 from jaxprune.inference.report import to_markdown
 from jaxprune.nn import HybridLM
-from tests.conftest import hybrid_config
+from jaxprune.testing.configs import hybrid_config
 
 
 def _run(argv: list[str]) -> int:

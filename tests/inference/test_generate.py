@@ -6,7 +6,7 @@ from flax import nnx
 
 from jaxprune.inference import generate, make_generate, sample
 from jaxprune.nn import HybridLM
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 
 @pytest.mark.parametrize("make", [hybrid_config, llama_config], ids=["hybrid", "llama"])

@@ -11,7 +11,7 @@ from flax import nnx
 from jaxprune.config import Mamba2Config
 from jaxprune.inference import Decoder, generate, left_pad, make_generate
 from jaxprune.nn import HybridLM
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 LENGTHS = (7, 2, 11)
 

@@ -14,6 +14,7 @@ from jaxprune.kernels.ssd import (
     ssd_sequential,
     ssd_step,
 )
+from jaxprune.testing.ssd import SEQ_IDX_37, segments_to_ids
 
 P, N = 5, 7
 
@@ -42,25 +43,6 @@ def make_inputs(seed: int, b: int, t: int, h: int, g: int) -> dict:
 
 def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5) -> None:
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
-
-
-def segments_to_ids(lengths: list[int], first_id: int = 0) -> list[int]:
-    return [first_id + i for i, n in enumerate(lengths) for _ in range(n)]
-
-
-# T=37 (chunk 8: edges at 8, 16, 24, 32). Row 0: boundaries at 3, 5 (inside chunk 0), 8, 16
-# (chunk edges), 21, 22 (a length-1 segment) and 31. Row 1 starts with id 2, so the initial
-# state is dropped. Row 2 reuses ids (0, 1, 0, 1): chunks 0 and 1 both end in id 0 but must not
-# pass state. Row 3 is constant 0 (no reset).
-SEQ_IDX_37 = np.array(
-    [
-        segments_to_ids([3, 2, 3, 8, 5, 1, 9, 6]),
-        segments_to_ids([8, 11, 1, 17], first_id=2),
-        [0] * 6 + [1] * 6 + [0] * 12 + [1] * 13,
-        [0] * 37,
-    ],
-    dtype=np.int32,
-)
 
 
 def segment_bounds(ids: np.ndarray) -> list[tuple[int, int]]:

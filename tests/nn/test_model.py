@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.counts import count_leaves, count_params
 from jaxprune.nn import HybridLM
-from jaxprune.params import count_leaves, count_params
-from tests.conftest import hybrid_config, llama_config
+from jaxprune.testing.configs import hybrid_config, llama_config
 
 CONFIGS = {"hybrid": hybrid_config, "llama": llama_config}
 

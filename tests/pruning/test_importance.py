@@ -10,7 +10,7 @@ from jaxprune.pruning.masks import apply, mask_from_keep
 from jaxprune.pruning.prune import mamba_keep, plan, prune, top_per_group
 from jaxprune.pruning.targets import parse_targets, validate_targets
 from jaxprune.sharding import batch_sharding, make_mesh
-from tests.pruning.test_masks import CFG
+from jaxprune.testing.configs import PRUNING_CFG as CFG
 
 BATCHES = [np.asarray(jax.random.randint(jax.random.key(i), (8, 12), 0, 37)) for i in range(2)]
 

@@ -5,26 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.counts import count_leaves, count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_leaves, count_params
 from jaxprune.pruning.masks import mask_from_keep, masked_forward
 from jaxprune.pruning.materialize import materialize
+from jaxprune.testing.configs import PRUNING_CFG as CFG
 
-CFG = ModelConfig.from_pattern(
-    "M-*EM-*E",
-    vocab_size=37,
-    hidden=24,
-    mamba=Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=4, proj_bias=True),
-    attention=AttentionConfig(
-        num_heads=6, num_kv_heads=2, head_dim=4, qkv_bias=True, out_bias=True
-    ),
-    mlp=MLPConfig(intermediate=19, bias=True),
-    moe=MoEConfig(
-        num_experts=8, top_k=2, intermediate=9, n_group=4, topk_group=2, shared_intermediate=7
-    ),
-    initializer_range=0.3,
-)
 TOKENS = jax.random.randint(jax.random.key(1), (2, 9), 0, 37)
 
 AXES = {

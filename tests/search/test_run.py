@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.scoring import score_model
 from jaxprune.search.run import SearchConfig, run_search, search_with
 from jaxprune.search.search import Budget

@@ -6,12 +6,12 @@ import pytest
 
 from jaxprune.cli import main
 from jaxprune.converters.api import load_model
+from jaxprune.counts import count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.search.search import Budget, evaluate, pareto, shortlist
 from jaxprune.search.space import SearchSpace, axis_choices, memory_bytes
-from tests.pruning.test_masks import CFG
+from jaxprune.testing.configs import PRUNING_CFG as CFG
 
 ROWS = np.asarray(jax.random.randint(jax.random.key(0), (8, 12), 0, 37))
 

@@ -11,8 +11,8 @@ from jaxprune.cli.train import add_parsers
 from jaxprune.converters.api import load_model
 from jaxprune.converters.native import read_meta, save_model
 from jaxprune.nn.model import init_model
+from jaxprune.testing.train import VOCAB, small_config
 from jaxprune.train import trainer
-from tests.train.util import VOCAB, small_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 GIN_FILES = sorted((ROOT / "experiments" / "configs").glob("*.gin"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxprune.converters.api import load_model
-from tests.train.worker import distill
+from jaxprune.testing.train import distill
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ import pytest
 
 from jaxprune.converters.api import load_model
 from jaxprune.converters.native import model_params
+from jaxprune.testing.train import distill
 from jaxprune.train import trainer
-from tests.train.worker import distill
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 8

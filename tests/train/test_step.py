@@ -1,10 +1,11 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprune.testing.train import build_step, host_batch, small_config
 from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
-from tests.train.util import build_step, host_batch, small_config
 
 FP32 = {"compute_dtype": "float32", "teacher_dtype": "float32"}
 KD = LossConfig(intermediate=((1, 3), (-1, -1)), ce_weight=0.5, chunk=5)
@@ -32,8 +33,7 @@ def test_loss_and_params_agree_between_1_and_8_devices():
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
         np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
     print("1-vs-8 device loss diff:", [float(a["loss"] - b["loss"]) for a, b in zip(m1, m8)])
-    for x, y in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(eight["params"])):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(one["params"], eight["params"], rtol=1e-4, atol=1e-6)
     assert one["params"]["proj"].shape == (24, 32)
 
 
@@ -52,8 +52,7 @@ def test_grad_accumulation_equals_one_big_batch():
     merged = {k: v.reshape(1, 4, *v.shape[2:]) for k, v in hb.items()}
     state, mb = fn(state, rest, None, put(merged))
     np.testing.assert_allclose(ma[0]["loss"], mb["loss"], rtol=1e-6)
-    for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(jax.device_get(state["params"]))):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a["params"], jax.device_get(state["params"]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -72,10 +71,8 @@ def test_non_finite_steps_are_skipped_inside_jit_and_the_state_is_donated():
     assert all(x.is_deleted() for x in jax.tree.leaves(old))  # donated
     assert int(m["skipped"]) == 1 and not np.isfinite(float(m["loss"]))
     after = jax.device_get(state)
-    for x, y in zip(jax.tree.leaves(before["params"]), jax.tree.leaves(after["params"])):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(jax.tree.leaves(before["opt_state"]), jax.tree.leaves(after["opt_state"])):
-        np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal(before["params"], after["params"])
+    chex.assert_trees_all_equal(before["opt_state"], after["opt_state"])
     assert int(after["step"]) == 2
     state, m = fn(state, rest, t_state, batch)
     assert int(m["skipped"]) == 0 and np.isfinite(float(m["loss"]))

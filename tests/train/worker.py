@@ -3,7 +3,7 @@
     python -m tests.train.worker OUT [--resume] [--step-delay S] [--steps N]
         [--process-id I --num-processes P --coordinator HOST:PORT --local-devices D]
 
-Runs :func:`tests.train.worker.distill` (a fixed tiny distillation) and writes
+Runs :func:`jaxprune.testing.train.distill` (a fixed tiny distillation) and writes
 ``OUT/result.json`` with the final train loss when it finishes.
 """
 
@@ -27,32 +27,6 @@ def setup_jax(local_devices: int, distributed: dict | None) -> None:
         jax.distributed.initialize(**distributed)
 
 
-def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_every: int = 2):
-    """A fixed KD run: small student, deeper / wider teacher, CE + intermediate losses."""
-    from jaxprune.nn.model import init_model
-    from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run
-    from tests.train.util import corpus, small_config
-
-    cfg = TrainConfig(
-        steps=steps,
-        batch_size=8,
-        seq_len=16,
-        grad_accum=2,
-        save_every=save_every,
-        keep=2,
-        mesh=mesh,
-        loss=LossConfig(intermediate=((1, 2),), ce_weight=0.5, chunk=8),
-        optim=OptimConfig(lr=3e-3, warmup_steps=2),
-        compute_dtype="float32",
-        teacher_dtype="float32",
-        progress=False,
-        log_every=1,
-    )
-    student = init_model(small_config(24), 0)
-    teacher = init_model(small_config(32, "M-*-"), 1)
-    return run(cfg, student=student, teacher=teacher, train_source=corpus(), out=out, resume=resume)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -73,6 +47,8 @@ def main() -> None:
             "process_id": args.process_id,
         }
     setup_jax(args.local_devices, dist)
+    from jaxprune.testing.train import distill  # imports jax: after setup_jax
+
     if args.step_delay:
         from jaxprune.train import trainer
 

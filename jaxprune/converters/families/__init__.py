@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from jaxprune.converters.families import llama, nemotron_h, qwen3_moe
+from jaxprune.errors import UserError
 
 FAMILIES: dict[str, ModuleType] = {
     t: mod for mod in (nemotron_h, llama, qwen3_moe) for t in mod.MODEL_TYPES
@@ -17,7 +18,7 @@ FAMILIES: dict[str, ModuleType] = {
 
 def family_module(model_type: str) -> ModuleType:
     if model_type not in FAMILIES:
-        raise ValueError(
+        raise UserError(
             f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}"
         )
     return FAMILIES[model_type]

@@ -6,6 +6,7 @@ import dataclasses
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, MoEConfig
 from jaxprune.converters.rules import Rule, conv, linear, plain
+from jaxprune.errors import UserError
 
 
 def mamba2_rules(hf: str, nat: str, c: Mamba2Config, d: int) -> list[Rule]:
@@ -133,7 +134,7 @@ def get(hf: dict, *names: str, default=None):
 def require(hf: dict, *names: str):
     v = get(hf, *names)
     if v is None:
-        raise ValueError(f"config.json: missing required field {names[0]!r}")
+        raise UserError(f"config.json: missing required field {names[0]!r}")
     return v
 
 
@@ -152,7 +153,7 @@ def uniform_or_raise(cfg, *, per_layer_mlp: bool = False) -> None:
         if layer != ref:
             bad.append(f"{i} ({layer.kind}, differs from layer {j})")
     if bad:
-        raise ValueError(
+        raise UserError(
             "per-layer widths differ and an HF config holds one per block kind: layers "
             + ", ".join(bad)
         )

@@ -17,6 +17,7 @@ from jaxprune.converters.families.common import (
     uniform_or_raise,
 )
 from jaxprune.converters.rules import Rule, plain
+from jaxprune.errors import UserError
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 _ARCH = {
@@ -40,7 +41,7 @@ def rope_from_hf(hf: dict, head_dim: int) -> RopeConfig:
     )
     rotary = int(head_dim * partial)
     if kind not in ("default", "llama3"):
-        raise ValueError(f"rope_type {kind!r} is not supported (default, llama3)")
+        raise UserError(f"rope_type {kind!r} is not supported (default, llama3)")
     kw = {}
     if kind == "llama3":
         kw = dict(
@@ -103,7 +104,7 @@ def attention_from_hf(hf: dict, i: int) -> AttentionConfig:
 
 def config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{hf['model_type']}: hidden_act {hf['hidden_act']!r} unsupported")
+        raise UserError(f"{hf['model_type']}: hidden_act {hf['hidden_act']!r} unsupported")
     mlp = MLPConfig(require(hf, "intermediate_size"), "swiglu", bool(hf.get("mlp_bias", False)))
     layers = []
     for i in range(require(hf, "num_hidden_layers")):
@@ -135,7 +136,7 @@ def check_pairs(cfg: ModelConfig, second: str = "-") -> int:
     """The number of decoder layers; the pattern must be (``*`` then ``-``/``E``) repeated."""
     p = cfg.pattern
     if len(p) % 2 or any(p[2 * i] != "*" or p[2 * i + 1] not in second for i in range(len(p) // 2)):
-        raise ValueError(f"a decoder-layer model needs the pattern (*{second})*, got {p!r}")
+        raise UserError(f"a decoder-layer model needs the pattern (*{second})*, got {p!r}")
     return len(p) // 2
 
 
@@ -200,10 +201,10 @@ def check_exportable(cfg: ModelConfig, model_type: str) -> None:
     uniform_or_raise(cfg)
     a = cfg.layers[0]
     if a.rope is None:
-        raise ValueError(f"{model_type} export needs RoPE attention")
+        raise UserError(f"{model_type} export needs RoPE attention")
     if model_type == "qwen2" and not (a.qkv_bias and not a.out_bias):
-        raise ValueError("qwen2 export needs q/k/v bias and no o_proj bias")
+        raise UserError("qwen2 export needs q/k/v bias and no o_proj bias")
     if model_type != "qwen2" and a.qkv_bias != a.out_bias:
-        raise ValueError(f"{model_type}: attention_bias covers q, k, v and o together")
+        raise UserError(f"{model_type}: attention_bias covers q, k, v and o together")
     if a.qk_norm != (model_type in ("qwen3", "qwen3_moe")):
-        raise ValueError(f"{model_type}: q/k norm {'missing' if not a.qk_norm else 'unexpected'}")
+        raise UserError(f"{model_type}: q/k norm {'missing' if not a.qk_norm else 'unexpected'}")

@@ -29,6 +29,7 @@ from jaxprune.converters.families.common import (
     uniform_or_raise,
 )
 from jaxprune.converters.rules import Rule, linear, plain
+from jaxprune.errors import UserError
 
 MODEL_TYPES = ("nemotron_h", "mamba2")
 ROOT = "backbone"
@@ -66,10 +67,10 @@ def pattern_from_hf(hf: dict) -> str:
     if types is None and hf.get("hybrid_override_pattern"):
         types = list(hf["hybrid_override_pattern"].replace("|", "").split("/")[0])
     if not types:
-        raise ValueError("config.json: neither layers_block_type nor hybrid_override_pattern")
+        raise UserError("config.json: neither layers_block_type nor hybrid_override_pattern")
     bad = [t for t in types if t not in _BLOCK_CHARS]
     if bad:
-        raise ValueError(f"config.json: unknown block types {sorted(set(bad))}")
+        raise UserError(f"config.json: unknown block types {sorted(set(bad))}")
     return "".join(_BLOCK_CHARS[t] for t in types)
 
 
@@ -90,9 +91,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
         state = get(hf, "ssm_state_size", default=128)
         limit, decode_limit = (float(get(hf, "time_step_min", default=1e-3)), INF), (0.0, INF)
         if get(hf, "mlp_hidden_act", default="relu2") != "relu2":
-            raise ValueError(f"nemotron_h: mlp_hidden_act {hf['mlp_hidden_act']!r} unsupported")
+            raise UserError(f"nemotron_h: mlp_hidden_act {hf['mlp_hidden_act']!r} unsupported")
         if hf.get("mlp_bias") and "E" in pattern:
-            raise ValueError("nemotron_h: mlp_bias with MoE blocks is not supported")
+            raise UserError("nemotron_h: mlp_bias with MoE blocks is not supported")
     mamba = Mamba2Config(
         num_heads=heads,
         head_dim=head_dim,
@@ -217,7 +218,7 @@ def config_to_hf(
         # strict config wants an int: exact when possible, else a placeholder (Nemotron-H only).
         exact = m.intermediate % d == 0
         if not exact and model_type == "mamba2":
-            raise ValueError(
+            raise UserError(
                 f"mamba2 export needs num_heads * head_dim ({m.intermediate}) to be "
                 f"a multiple of hidden_size ({d}); export as nemotron_h instead"
             )
@@ -235,7 +236,7 @@ def config_to_hf(
         )
     if model_type == "mamba2":
         if cfg.pattern != "M" * len(cfg.layers):
-            raise ValueError(f"mamba2 export needs only Mamba2 blocks, got pattern {cfg.pattern}")
+            raise UserError(f"mamba2 export needs only Mamba2 blocks, got pattern {cfg.pattern}")
         hf.update(
             architectures=["Mamba2ForCausalLM"],
             num_hidden_layers=len(cfg.layers),
@@ -287,11 +288,11 @@ def check_exportable(cfg: ModelConfig, model_type: str, *, per_layer_mlp: bool =
             continue
         decode = m.dt_limit if m.decode_dt_limit is None else m.decode_dt_limit
         if model_type == "nemotron_h" and (m.dt_limit[0] <= 0 or not math.isinf(m.dt_limit[1])):
-            raise ValueError(
+            raise UserError(
                 f"layer {i}: transformers' NemotronH clamps dt to [time_step_min > 0, inf) on "
                 f"prefill; this model's dt_limit is {m.dt_limit}"
             )
         if decode != (0.0, INF) and decode != (0.0, math.inf):
-            raise ValueError(
+            raise UserError(
                 f"layer {i}: transformers does not clamp dt on decode; decode limit is {decode}"
             )

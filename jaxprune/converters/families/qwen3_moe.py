@@ -13,6 +13,7 @@ from jaxprune.converters.families.llama import (
 )
 from jaxprune.converters.families.llama import check_exportable as _check_attention
 from jaxprune.converters.rules import Rule, linear
+from jaxprune.errors import UserError
 
 MODEL_TYPES = ("qwen3_moe",)
 
@@ -101,4 +102,4 @@ def check_exportable(cfg: ModelConfig, model_type: str) -> None:
             or f.latent
             or f.routed_scaling_factor != 1.0
         ):
-            raise ValueError(f"qwen3_moe: layer {i} MoE is not a plain softmax SwiGLU MoE")
+            raise UserError(f"qwen3_moe: layer {i} MoE is not a plain softmax SwiGLU MoE")

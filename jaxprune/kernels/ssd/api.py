@@ -8,6 +8,8 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from jaxprune.config import SSD_IMPLS
+from jaxprune.errors import UserError
 from jaxprune.kernels.ssd.reference import process_dt, ssd_chunked
 
 try:
@@ -20,19 +22,33 @@ else:
 
 Array = jax.Array
 
-_IMPLS = ("auto", "reference", "pallas")
+#: The implementations checked on each backend (values and every gradient against the
+#: sequential oracle, on that backend's hardware), in order of preference; "auto" takes the
+#: first one available. The Pallas kernels have run only in the Pallas interpreter (CPU) and
+#: been lowered to Triton IR, never compiled or run on a GPU, so they are listed nowhere:
+#: ``impl="pallas"`` opts in. Add "pallas" to "gpu" once a GPU run of
+#: tests/kernels/test_ssd_pallas.py::TestSsdPallas has passed.
+VERIFIED: dict[str, tuple[str, ...]] = {
+    "cpu": ("reference",),
+    "gpu": ("reference",),
+    "tpu": ("reference",),
+}
 
 
-def resolve_impl(impl: str) -> str:
-    """Validate ``impl``; "auto" becomes "pallas" on a GPU backend (when the Pallas kernels
-    import) and "reference" elsewhere."""
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+    """Validate ``impl`` (one of ``SSD_IMPLS``); "auto" becomes the first implementation in
+    ``VERIFIED[backend]`` that imports ("reference" on a backend not listed). ``backend``
+    defaults to ``jax.default_backend()``."""
+    if impl not in SSD_IMPLS:
+        raise UserError(f"ssd impl must be one of {SSD_IMPLS}, got {impl!r}")
     if impl == "auto":
-        on_gpu = jax.default_backend() == "gpu"
-        return "pallas" if on_gpu and ssd_pallas is not None else "reference"
+        backend = jax.default_backend() if backend is None else backend
+        for cand in VERIFIED.get(backend, ()):
+            if cand != "pallas" or ssd_pallas is not None:
+                return cand
+        return "reference"
     if impl == "pallas" and ssd_pallas is None:
-        raise ValueError(
+        raise UserError(
             f"impl='pallas': the Pallas SSD kernels failed to import: {_PALLAS_IMPORT_ERROR}"
         )
     return impl
@@ -119,7 +135,9 @@ def mamba_chunk_scan(
     ``impl``: "reference" is the pure-JAX chunked scan (`reference.ssd_chunked`, plain
     autodiff); "pallas" the Pallas kernels with a Pallas backward (`pallas_triton.ssd_pallas`,
     Triton lowering on GPU; on other backends they run in the Pallas interpreter, which is
-    slow and meant for checking only); "auto" picks "pallas" on a GPU and "reference" elsewhere.
+    slow and meant for checking only); "auto" picks an implementation verified on the running
+    backend (``VERIFIED``: "reference" everywhere until a GPU run has checked the Pallas
+    kernels, so "pallas" is opt-in).
     """
     impl = resolve_impl(impl)
     _validate(x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_limit, initial_states, seq_idx)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from jaxprune.kernels.ssd.reference import _segments
 
@@ -94,9 +95,8 @@ class Prepared(NamedTuple):
 
 def chunk_lam(dt_k: Array, A: Array, q: int) -> Array:
     """dt (b, H, Tp) fp32 -> lam (b, H, Tp): cumulative sum of dt * A within each chunk."""
-    b, h, tp = dt_k.shape
-    a = dt_k.reshape(b, h, tp // q, q) * A.astype(jnp.float32)[None, :, None, None]
-    return jnp.cumsum(a, axis=-1).reshape(b, h, tp)
+    a = rearrange(dt_k, "b h (c q) -> b h c q", q=q) * A.astype(jnp.float32)[None, :, None, None]
+    return rearrange(jnp.cumsum(a, axis=-1), "b h c q -> b h (c q)")
 
 
 def relative_segments(seq_idx: Array | None, dims: Dims) -> Array:
@@ -105,19 +105,20 @@ def relative_segments(seq_idx: Array | None, dims: Dims) -> Array:
     positions k, m interact iff their values are equal (the counter is non-decreasing)."""
     if seq_idx is None:
         return jnp.zeros((dims.b, dims.tp), jnp.int32)
-    seg = pad_axes(_segments(seq_idx), {1: dims.tp}, mode="edge").reshape(dims.b, dims.nc, dims.q)
+    seg = pad_axes(_segments(seq_idx), {1: dims.tp}, mode="edge")
+    seg = rearrange(seg, "b (c q) -> b c q", q=dims.q)
     end = seg[:, :, -1]
     before = jnp.concatenate([jnp.zeros_like(end[:, :1]), end[:, :-1]], axis=1)
-    return (seg - before[..., None]).reshape(dims.b, dims.tp)
+    return rearrange(seg - before[..., None], "b c q -> b (c q)")
 
 
 def chunk_decay(lam: Array, seg: Array, dims: Dims) -> Array:
     """(c, b, H) fp32 decay of the carried state across each chunk, exp(min(lam_last, 0)), and
     0 where the chunk ends in a later segment than the one entering it."""
-    last = lam.reshape(dims.b, dims.h, dims.nc, dims.q)[..., -1]
-    keep = seg.reshape(dims.b, dims.nc, dims.q)[:, None, :, -1] == 0
+    last = rearrange(lam, "b h (c q) -> b h c q", q=dims.q)[..., -1]
+    keep = rearrange(seg, "b (c q) -> b 1 c q", q=dims.q)[..., -1] == 0
     dec = jnp.where(keep, jnp.exp(jnp.minimum(last, 0.0)), 0.0)
-    return jnp.transpose(dec, (2, 0, 1))
+    return rearrange(dec, "b h c -> c b h")
 
 
 def prepare(

@@ -1,4 +1,8 @@
-"""Shared tiny models, data and step builders for the trainer tests."""
+"""Tiny models, data and step builders for the trainer tests and their subprocess workers.
+
+Importing this module imports jax: a worker that sets its own device count must do that
+first (see tests/train/worker.py).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,17 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.config import ModelConfig
 from jaxprune.data import Corpus
 from jaxprune.nn.model import init_model
 from jaxprune.sharding import make_mesh
+from jaxprune.testing.configs import ATTN, MAMBA, MLP
 from jaxprune.train.config import TrainConfig
 from jaxprune.train.optim import make_optimizer, make_schedule
 from jaxprune.train.state import init_state, place, retype
-from jaxprune.train.step import Frozen, batch_shardings, make_train_step
+from jaxprune.train.step import SplitModel, batch_shardings, make_train_step
 
-# As in tests/conftest.py, which is not imported here: the subprocess workers choose their
-# own device count before jax starts.
 VOCAB = 61
-MAMBA = Mamba2Config(num_heads=6, head_dim=5, state=7, n_groups=3, chunk_size=8)
-ATTN = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=6)
-MLP = MLPConfig(intermediate=29)
 
 
 def small_config(hidden: int = 24, pattern: str = "M*-") -> ModelConfig:
@@ -61,7 +61,7 @@ def build_step(cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cf
     mesh = make_mesh(*sizes, devices=jax.devices()[:n_devices])
     s_cfg = student_cfg or small_config()
     student = retype(init_model(s_cfg, 0), cfg.compute_dtype, "float32", mesh)
-    s = Frozen.of(student)
+    s = SplitModel.of(student)
     teacher = None
     t_state = None
     proj = None
@@ -76,3 +76,27 @@ def build_step(cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cf
     fn = make_train_step(s, teacher, tx, make_schedule(cfg.optim, cfg.steps), cfg, mesh, sh)
     bsh = batch_shardings(mesh)
     return fn, state, s.rest, t_state, lambda b: place(b, {k: bsh[k] for k in b})
+
+
+def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_every: int = 2):
+    """A fixed KD run: small student, deeper / wider teacher, CE + intermediate losses."""
+    from jaxprune.train import LossConfig, OptimConfig, run
+
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=8,
+        seq_len=16,
+        grad_accum=2,
+        save_every=save_every,
+        keep=2,
+        mesh=mesh,
+        loss=LossConfig(intermediate=((1, 2),), ce_weight=0.5, chunk=8),
+        optim=OptimConfig(lr=3e-3, warmup_steps=2),
+        compute_dtype="float32",
+        teacher_dtype="float32",
+        progress=False,
+        log_every=1,
+    )
+    student = init_model(small_config(24), 0)
+    teacher = init_model(small_config(32, "M-*-"), 1)
+    return run(cfg, student=student, teacher=teacher, train_source=corpus(), out=out, resume=resume)
