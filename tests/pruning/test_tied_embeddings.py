@@ -43,8 +43,11 @@ KEPT = {
 }
 
 
+_FORWARD = jax.jit(lambda m, t: m(t))
+
+
 def _logits(model, tokens=TOKENS):
-    return np.asarray(jax.jit(lambda m, t: m(t))(model, tokens))
+    return np.asarray(_FORWARD(model, tokens))
 
 
 @pytest.fixture(scope="module", params=[LLAMA, HYBRID], ids=["llama", "hybrid"])
