@@ -5,6 +5,19 @@ applies them to final hidden states chunk by chunk along the sequence, so that o
 (b, chunk, V) student and teacher logits exist at any time (in the forward pass and, through
 ``jax.checkpoint``, in the backward pass). Token sums are returned, not means: callers
 divide by a token count that may span several micro-batches.
+
+Temperature, and no T^2 factor (decision). Every logit divergence compares
+``softmax(logits / T)`` of student and teacher and is **not** multiplied by T^2. Hinton et
+al. (2015) multiply by T^2 because the gradient of the soft-target term with respect to the
+student logits is ``(p_s^T - p_t^T) / T``, which shrinks like 1 / T^2 once T is large; the
+factor keeps that gradient comparable across temperatures and against a hard-label term. We
+follow ModelOpt's ``LogitsKLLoss``, the Minitron reference, which has no factor, because
+(1) Minitron distills at T = 1, where both conventions agree; (2) with dynamic balancing
+(``LossConfig.balance`` with CE on) the KD term is rescaled by ``stop_grad(ce / kd)``, so a
+constant factor cancels in both value and gradient; (3) with the KD term alone, AdamW is
+invariant to a constant loss scale up to ``eps`` and gradient clipping. For Hinton's
+weighting at T != 1 next to an unbalanced CE term, set ``kd_weight = T**2``.
+``tests/train/test_kd_temperature.py`` pins this.
 """
 
 from __future__ import annotations
