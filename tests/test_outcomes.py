@@ -10,8 +10,8 @@ import pytest
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.converters.api import export, load_model
+from jaxprune.counts import count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_params
 from jaxprune.pruning.targets import decoder_layers
 from jaxprune.train import TrainConfig
 
@@ -77,6 +77,8 @@ def source(tmp_path) -> tuple[Path, Path]:
 def test_compress_with_a_budget_meets_it_and_builds_the_chosen_targets(source, tmp_path):
     budget = 0.7  # of the source's parameters; the best candidate lands just under it
     from jaxprune.pipeline import CompressConfig, run_compress
+    from jaxprune.pruning.scoring import ScoreConfig
+    from jaxprune.search.run import SearchConfig
 
     src, data = source
     out = tmp_path / "out"
@@ -94,11 +96,8 @@ def test_compress_with_a_budget_meets_it_and_builds_the_chosen_targets(source, t
         model=str(src),
         data=str(data),
         out=str(out),
-        params_budget=budget,
-        search_top_k=2,
-        search_divisor=8,
-        calib_samples=8,
-        calib_seq_len=16,
+        search=SearchConfig(params=budget, top_k=2, divisor=8),
+        calibration=ScoreConfig(samples=8, seq_len=16),
         eval_rows=4,
         distill=distill,
     )

@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, RopeConfig
+from jaxprune.counts import count_leaves, count_params
 from jaxprune.nn.model import init_model
-from jaxprune.params import count_leaves, count_params
 from jaxprune.pruning.groups import groups
 from jaxprune.pruning.importance import calibrate, scores
 from jaxprune.pruning.masks import mask_from_keep, masked_forward, param_paths
