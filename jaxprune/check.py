@@ -12,6 +12,7 @@ from flax import nnx
 from jaxprune.config import ModelConfig
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
+from jaxprune.ops.loss import token_nll
 from jaxprune.params import count_params
 
 
@@ -65,7 +66,7 @@ def run_check(
 
     def loss(p):
         lg = nnx.merge(graphdef, p, rest)(tokens[:, :-1])
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(lg), tokens[:, 1:, None], -1))
+        return jnp.mean(token_nll(lg, tokens[:, 1:]))
 
     value, grads = jax.jit(jax.value_and_grad(loss))(params)
     finite = bool(np.isfinite(float(value))) and all(
