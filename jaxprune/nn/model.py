@@ -260,7 +260,9 @@ class HybridLM(nnx.Module):
         """(b, T) int -> (b, T, d) in the compute dtype."""
         return jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
 
-    def logits(self, h: jax.Array, hidden_mask: jax.Array | None = None, tap=None) -> jax.Array:
+    def logits(
+        self, h: jax.Array, hidden_mask: jax.Array | None = None, tap: Tap | None = None
+    ) -> jax.Array:
         """Final norm and LM head: (b, T, d) -> (b, T, V) fp32."""
         h = self.final_norm(h, hidden_mask)
         if tap is not None:
