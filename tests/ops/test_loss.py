@@ -1,5 +1,6 @@
 """token_nll: the one token cross-entropy, against a float64 log-softmax."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -32,3 +33,14 @@ def test_token_nll_is_fp32_for_bf16_logits():
     assert got.dtype == jnp.float32
     want = _np_nll(np.asarray(logits.astype(jnp.float32)), np.asarray(targets))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_token_nll_gradient_is_softmax_minus_onehot():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(4, 9)).astype(np.float32)
+    logits[0, :3] = logits[0].max() + 1.0  # a tie at the maximum
+    targets = rng.integers(0, 9, size=(4,))
+    grad = np.asarray(jax.grad(lambda x: jnp.sum(token_nll(x, jnp.asarray(targets))))(logits))
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    want = p / p.sum(-1, keepdims=True) - np.eye(9)[targets]
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6)
