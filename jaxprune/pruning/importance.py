@@ -1,7 +1,8 @@
 """Activation-based importance (Minitron): calibration statistics as running fp32 sums.
 
 One jitted function per batch runs the model with a ``tap`` that reduces every tapped
-activation to a per-channel sum on the spot, so nothing is kept per token. Aggregations
+activation (a typed record of ``jaxprune.nn.taps``, dispatched on its type) to a
+per-channel sum on the spot, so nothing is kept per token. Aggregations
 (``aggregation``), with a_b = mean over the valid tokens of sample b of |A|:
 
 * ``l2`` (default, ModelOpt / Minitron): acc += sum_b a_b^2, score = sqrt(acc)
