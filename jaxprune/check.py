@@ -13,6 +13,7 @@ from jaxprune.config import ModelConfig
 from jaxprune.counts import count_params
 from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
+from jaxprune.ops.loss import token_nll
 
 
 def run_check(
@@ -65,7 +66,7 @@ def run_check(
 
     def loss(p):
         lg = nnx.merge(graphdef, p, rest)(tokens[:, :-1])
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(lg), tokens[:, 1:, None], -1))
+        return jnp.mean(token_nll(lg, tokens[:, 1:]))
 
     value, grads = jax.jit(jax.value_and_grad(loss))(params)
     finite = bool(np.isfinite(float(value))) and all(

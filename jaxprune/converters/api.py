@@ -24,14 +24,13 @@ from jaxprune.converters.native import (
     is_native,
     iter_groups,
     load_native,
-    model_from_params,
-    model_params,
     read_meta,
     write_native,
 )
 from jaxprune.converters.rules import Rule, to_hf, to_native
 from jaxprune.converters.rules import iter_groups as rule_groups
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.state import model_from_params, model_params
 
 #: HF tensors that carry no model state we use (MTP heads, rotary caches).
 IGNORED = re.compile(r"(^|\.)(mtp\.|rotary_emb\.inv_freq$)|^mtp\.")

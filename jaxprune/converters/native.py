@@ -13,15 +13,14 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 
 from jaxprune.config import ModelConfig
 from jaxprune.converters.hf_config import encode_json
 from jaxprune.converters.rules import group_of
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.state import model_from_params, model_params
 
 FORMAT = "jaxprune-native"
 META = "jaxprune.json"
@@ -105,43 +104,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
-def param_paths(model_or_abstract: nnx.Module) -> dict[str, nnx.Variable]:
-    """{dotted path: variable} for every variable of a model (or an ``nnx.eval_shape`` one)."""
-    return {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model_or_abstract))}
-
-
-def model_params(model: HybridLM) -> dict[str, np.ndarray]:
-    """Every variable as a host numpy array, keyed by dotted path."""
-    return {k: np.asarray(v[...]) for k, v in param_paths(model).items()}
-
-
 def grouped(params: dict[str, np.ndarray]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     groups: dict[str, dict[str, np.ndarray]] = {}
     for k, v in params.items():
         groups.setdefault(group_of(k), {})[k] = v
     yield from groups.items()
-
-
-def model_from_params(cfg: ModelConfig, params: dict[str, np.ndarray]) -> HybridLM:
-    """A model whose variables are ``params`` (cast to each variable's dtype).
-
-    Raises ValueError naming missing, unexpected or mis-shaped parameters.
-    """
-    abstract = nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
-    want = param_paths(abstract)
-    missing = sorted(set(want) - set(params))
-    extra = sorted(set(params) - set(want))
-    if missing or extra:
-        raise ValueError(
-            f"parameters do not match the config: missing {missing[:5]}, unexpected {extra[:5]}"
-        )
-    for k, var in want.items():
-        a = params[k]
-        shape = var.get_value().shape
-        if tuple(a.shape) != tuple(shape):
-            raise ValueError(f"parameter {k} has shape {tuple(a.shape)}, config implies {shape}")
-        var.set_value(jnp.asarray(a, var.get_value().dtype))
-    return nnx.merge(*nnx.split(abstract))
 
 
 def save_model(out_dir: Path, model: HybridLM, **meta) -> None:
@@ -181,8 +148,6 @@ __all__ = [
     "is_native",
     "iter_groups",
     "load_native",
-    "model_from_params",
-    "model_params",
     "read_meta",
     "save_model",
     "save_native",

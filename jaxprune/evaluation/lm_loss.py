@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from jaxprune.data.rows import check_rows
 from jaxprune.nn.model import HybridLM
+from jaxprune.ops.loss import token_nll
 
 NllFn = Callable[[nnx.State, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -33,13 +34,10 @@ def make_nll_fn(graphdef: nnx.GraphDef) -> NllFn:
     @jax.jit
     def nll_sums(state: nnx.State, tokens: jax.Array, mask: jax.Array):
         b, t = tokens.shape
-        logits = nnx.merge(graphdef, state)(tokens).astype(jnp.float32)  # (b, T, V)
+        logits = nnx.merge(graphdef, state)(tokens)  # (b, T, V)
         # Position i predicts token i + 1; the last position has no target.
         targets = jnp.concatenate([tokens[:, 1:], jnp.zeros((b, 1), tokens.dtype)], axis=1)
-        # -log_softmax(logits)[target] = logsumexp(logits) - logits[target], without
-        # materialising a second (b, T, V) array.
-        picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        nll = jax.nn.logsumexp(logits, axis=-1) - picked  # (b, T)
+        nll = token_nll(logits, targets)  # (b, T)
         valid = mask[:, None] & (jnp.arange(t) < t - 1)[None, :]
         total = jnp.sum(jnp.where(valid, nll, 0.0))
         return total, jnp.sum(valid, dtype=jnp.int32)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxprune.inference.text import round_up
 from jaxprune.nn.model import HybridLM
+from jaxprune.ops.loss import token_nll
 
 
 @functools.lru_cache(maxsize=8)
@@ -26,10 +27,9 @@ def make_score_fn(graphdef: nnx.GraphDef):
 
     @jax.jit
     def score(state: nnx.State, tokens: jax.Array, weight: jax.Array):
-        logits = nnx.merge(graphdef, state)(tokens[:, :-1]).astype(jnp.float32)
+        logits = nnx.merge(graphdef, state)(tokens[:, :-1])
         targets, w = tokens[:, 1:], weight[:, 1:]
-        picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        logp = picked - jax.nn.logsumexp(logits, axis=-1)
+        logp = -token_nll(logits, targets)
         hit = jnp.argmax(logits, axis=-1) == targets
         return jnp.sum(jnp.where(w, logp, 0.0), axis=1), jnp.all(hit | ~w, axis=1)
 

@@ -9,6 +9,7 @@ from flax import nnx
 from jaxprune.config import AttentionConfig
 from jaxprune.nn.cache import KVCache
 from jaxprune.nn.init import normal, ones, param, zeros
+from jaxprune.nn.taps import HeadOutputs, Tap
 from jaxprune.ops.attention import causal_mask, gqa_attention
 from jaxprune.ops.norms import rms_norm
 from jaxprune.ops.rope import apply_rope, rope_inv_freq
@@ -59,19 +60,19 @@ class Attention(nnx.Module):
         x: jax.Array,
         *,
         positions: jax.Array,
-        segment_ids: jax.Array | None = None,
+        seq_idx: jax.Array | None = None,
         cache: KVCache | None = None,
         pos: jax.Array | None = None,
         offset: jax.Array | None = None,
-        tap=None,
-        **unused,
+        tap: Tap | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """x (b, T, d); positions (b, T) int. With ``cache`` the T new keys are written at
+        """x (b, T, d); positions (b, T) int; ``seq_idx`` (b, T) int document ids (no query
+        attends to another document). With ``cache`` the T new keys are written at
         ``pos`` and the queries attend to every cached key at or before their position;
         ``offset`` (b,) int marks the first ``offset[i]`` slots of row i as left padding,
         never attended (``positions`` are then the real positions, slot - offset).
-        Returns (b, T, d) and the updated cache. ``tap("heads", out)`` sees the o_proj input
-        (b, T, Hq, head_dim)."""
+        Returns (b, T, d) and the updated cache. ``tap`` sees :class:`HeadOutputs`, the
+        o_proj input (b, T, Hq, head_dim)."""
         cfg, dt = self.cfg, self.dtype
         x = x.astype(dt)
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
@@ -90,7 +91,7 @@ class Attention(nnx.Module):
             inv = jnp.asarray(self.inv_freq, jnp.float32)
             q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
         if cache is None:
-            mask = causal_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
+            mask = causal_mask(positions, positions, seq_idx, seq_idx, cfg.sliding_window)
         else:
             kc = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, pos, 0, 0))
             vc = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, pos, 0, 0))
@@ -104,7 +105,7 @@ class Attention(nnx.Module):
             k, v = kc.astype(dt), vc.astype(dt)
         out = gqa_attention(q, k, v, mask)
         if tap is not None:
-            tap("heads", out)
+            tap(HeadOutputs(out))
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
         if cfg.out_bias:
             y = y + self.o_bias[...].astype(dt)

@@ -39,13 +39,6 @@ class Cache:
     pos: jax.Array
     offset: jax.Array | None = None
 
-    @property
-    def max_len(self) -> int | None:
-        for c in self.layers:
-            if isinstance(c, KVCache):
-                return c.k.shape[1]
-        return None
-
     def nbytes(self) -> dict[str, int]:
         """Bytes held per cache kind: ``{"kv": ..., "ssm": ..., "conv": ...}``."""
         out = {"kv": 0, "ssm": 0, "conv": 0}

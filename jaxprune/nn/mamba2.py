@@ -16,6 +16,7 @@ from jaxprune.config import Mamba2Config
 from jaxprune.kernels.ssd import mamba_chunk_scan, process_dt, ssd_step
 from jaxprune.nn.cache import MambaCache
 from jaxprune.nn.init import normal, ones, param, uniform, zeros
+from jaxprune.nn.taps import MambaX, Tap
 from jaxprune.ops.conv import causal_conv1d
 from jaxprune.ops.norms import gated_rms_norm
 
@@ -76,14 +77,13 @@ class Mamba2(nnx.Module):
         seq_idx: jax.Array | None = None,
         mask: jax.Array | None = None,
         valid: jax.Array | None = None,
-        tap=None,
-        **unused,
+        tap: Tap | None = None,
     ) -> tuple[jax.Array, MambaCache | None]:
         """u (b, T, d) -> ((b, T, d), cache). With ``cache`` the scan starts from its state.
 
         ``mask`` (H, P) 0/1 restricts the gated norm of each group to the kept (head,
         channel) pairs (a masked model's removed weights are zero, so nothing else
-        changes). ``tap("mamba_x", x)`` sees the x slice of the input projection (b,T,H,P).
+        changes). ``tap`` sees :class:`MambaX`, the x slice of the input projection (b,T,H,P).
         ``valid`` (b, T) bool marks real tokens: padded positions are zeroed before the
         projections, at the conv input and after the conv, so x, B and C vanish there and
         the conv and SSM states are exactly those of the unpadded tokens.
@@ -95,7 +95,7 @@ class Mamba2(nnx.Module):
         z = self._proj(u, "z_proj")
         x_in = self._proj(u, "x_proj")
         if tap is not None:
-            tap("mamba_x", x_in)
+            tap(MambaX(x_in))
         xbc = jnp.concatenate(
             [x_in.reshape(b, t, -1)]
             + [self._proj(u, nm).reshape(b, t, -1) for nm in ("B_proj", "C_proj")],

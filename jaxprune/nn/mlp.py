@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.config import MLPConfig
 from jaxprune.nn.init import normal, param, zeros
+from jaxprune.nn.taps import MLPHidden, Tap
 from jaxprune.ops.mlp import dense, mlp_hidden
-
-Tap = Callable[[str, object], None]
 
 
 class MLP(nnx.Module):
@@ -41,8 +38,9 @@ class MLP(nnx.Module):
                 self.gate_bias = param(rngs, (f,), ("mlp",), zeros, param_dtype)
             self.down_bias = param(rngs, (hidden,), ("embed",), zeros, param_dtype)
 
-    def __call__(self, x: jax.Array, *, tap: Tap | None = None, **unused) -> tuple[jax.Array, None]:
-        """x (..., d) -> ((..., d), None). ``tap("mlp", h)`` sees the down projection's input."""
+    def __call__(self, x: jax.Array, *, tap: Tap | None = None) -> tuple[jax.Array, None]:
+        """x (..., d) -> ((..., d), None). ``tap`` sees :class:`MLPHidden`, the down
+        projection's input."""
         swiglu, bias, dt = self.cfg.activation == "swiglu", self.cfg.bias, self.dtype
         h = mlp_hidden(
             x.astype(dt),
@@ -52,5 +50,5 @@ class MLP(nnx.Module):
             self.gate_bias[...] if bias and swiglu else None,
         )
         if tap is not None:
-            tap("mlp", h)
+            tap(MLPHidden(h))
         return dense(h, self.down_proj[...].astype(dt), self.down_bias[...] if bias else None), None

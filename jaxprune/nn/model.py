@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.config import AttentionConfig, LayerConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.config import (
+    AttentionConfig,
+    LayerConfig,
+    Mamba2Config,
+    MLPConfig,
+    ModelConfig,
+    MoEConfig,
+)
 from jaxprune.nn.attention import Attention
-from jaxprune.nn.cache import Cache
+from jaxprune.nn.cache import Cache, KVCache, MambaCache
 from jaxprune.nn.init import normal, param
 from jaxprune.nn.mamba2 import Mamba2
 from jaxprune.nn.mlp import MLP
 from jaxprune.nn.moe import MoE
 from jaxprune.nn.norms import RMSNorm
+from jaxprune.nn.taps import BlockInput, BlockIO, FinalHidden, Tap, at_block
 
-_MIXERS = {Mamba2Config: Mamba2, AttentionConfig: Attention, MLPConfig: MLP}
+Mixer = Mamba2 | Attention | MLP | MoE
+_MIXERS = {Mamba2Config: Mamba2, AttentionConfig: Attention, MLPConfig: MLP, MoEConfig: MoE}
 
 
-def mixer_class(cfg: LayerConfig) -> type[nnx.Module]:
-    return _MIXERS.get(type(cfg), MoE)
+def mixer_class(cfg: LayerConfig) -> type[Mixer]:
+    """The mixer module of a layer config; TypeError for anything that is not one."""
+    try:
+        return _MIXERS[type(cfg)]
+    except KeyError:
+        names = ", ".join(c.__name__ for c in _MIXERS)
+        raise TypeError(f"unknown layer config {cfg!r}: expected one of {names}") from None
 
 
 class Block(nnx.Module):
@@ -40,33 +56,81 @@ class Block(nnx.Module):
         self,
         h: jax.Array,
         *,
+        positions: jax.Array,
+        seq_idx: jax.Array | None = None,
+        cache: KVCache | MambaCache | None = None,
+        pos: jax.Array | None = None,
+        offset: jax.Array | None = None,
+        valid: jax.Array | None = None,
         hidden_mask: jax.Array | None = None,
         mask: dict | None = None,
-        tap=None,
-        **kw,
-    ) -> tuple[jax.Array, object]:
-        """h (b, T, d). ``mask``: this block's activation masks, ``{"keep": 0/1 scalar,
-        "mixer": mixer mask}`` (see ``jaxprune.pruning.masks``); ``tap`` sees ``hidden`` (the
-        normed input), the mixer's taps and ``io`` = (h_in, h_out)."""
+        tap: Tap | None = None,
+    ) -> tuple[jax.Array, KVCache | MambaCache | None]:
+        """h (b, T, d) -> (b, T, d) and the mixer's updated cache.
+
+        ``positions``, ``seq_idx`` (b, T) int; ``cache`` / ``pos`` / ``offset`` / ``valid``:
+        decoding state (see :meth:`HybridLM.step`); each mixer is given only the arguments
+        it takes. ``mask``: this block's activation masks, ``{"keep": 0/1 scalar, "mixer":
+        mixer mask}`` (see ``jaxprune.pruning.masks``). ``tap`` sees :class:`BlockInput`
+        (the normed input), the mixer's records and :class:`BlockIO`.
+        """
         x = self.norm(h, hidden_mask)
         if tap is not None:
-            tap("hidden", x)
-        mixer_mask = None if mask is None else mask.get("mixer")
-        y, cache = self.mixer(x, mask=mixer_mask, tap=tap, **kw)
+            tap(BlockInput(x))
+        y, cache = _mix(
+            self.mixer,
+            x,
+            positions=positions,
+            seq_idx=seq_idx,
+            cache=cache,
+            pos=pos,
+            offset=offset,
+            valid=valid,
+            mask=None if mask is None else mask.get("mixer"),
+            tap=tap,
+        )
         y = y.astype(h.dtype)
         if mask is not None and "keep" in mask:
             y = y * mask["keep"].astype(y.dtype)
         out = h + y
         if tap is not None:
-            tap("io", (h, out))
+            tap(BlockIO(h, out))
         return out, cache
+
+
+def _mix(
+    m: Mixer,
+    x: jax.Array,
+    *,
+    positions: jax.Array,
+    seq_idx: jax.Array | None,
+    cache: KVCache | MambaCache | None,
+    pos: jax.Array | None,
+    offset: jax.Array | None,
+    valid: jax.Array | None,
+    mask: jax.Array | None,
+    tap: Tap | None,
+) -> tuple[jax.Array, KVCache | MambaCache | None]:
+    """Call mixer ``m`` on x (b, T, d) with just the keyword arguments it takes."""
+    if mask is not None and not isinstance(m, Mamba2 | MoE):
+        raise TypeError(f"{type(m).__name__} takes no activation mask")
+    if isinstance(m, Attention):
+        return m(
+            x, positions=positions, seq_idx=seq_idx, cache=cache, pos=pos, offset=offset, tap=tap
+        )
+    if isinstance(m, Mamba2):
+        return m(x, cache=cache, seq_idx=seq_idx, mask=mask, valid=valid, tap=tap)
+    if isinstance(m, MoE):
+        return m(x, mask=mask, tap=tap)
+    return m(x, tap=tap)
 
 
 class HybridLM(nnx.Module):
     """A causal LM over any sequence of Mamba2 / attention / MLP / MoE blocks.
 
     ``model(tokens)`` gives logits for training and scoring; ``model.step(tokens, cache)``
-    runs prefill or decoding against a :class:`Cache` from ``model.init_cache``.
+    runs prefill or decoding against a :class:`Cache` from ``model.init_cache``;
+    ``model.hidden_states(tokens)`` stops before the final norm (distillation).
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -90,7 +154,7 @@ class HybridLM(nnx.Module):
         positions: jax.Array | None = None,
         seq_idx: jax.Array | None = None,
         masks: dict | None = None,
-        tap=None,
+        tap: Tap | None = None,
     ) -> jax.Array:
         """tokens (b, T) int -> logits (b, T, V) fp32.
 
@@ -98,26 +162,38 @@ class HybridLM(nnx.Module):
         crosses a change of id. ``positions`` (b, T) defaults to 0..T-1 (RoPE only).
         ``masks``: activation masks of a masked (pruned-in-place) model, ``{"hidden": (d,),
         "blocks": (per-block mask dict, ...)}`` from ``jaxprune.pruning.masks``.
-        ``tap(name, value)`` is called at trace time with intermediate activations named
-        ``blocks.<i>.<name>`` and ``final_hidden`` (used by calibration).
+        ``tap(record)`` is called at trace time with the records of ``jaxprune.nn.taps``
+        (used by calibration).
         """
-        masks = masks or {}
-        hidden_mask, block_masks = masks.get("hidden"), masks.get("blocks")
-        h = self.embed_tokens(tokens)
+        h, _ = self.hidden_states(
+            tokens, positions=positions, seq_idx=seq_idx, masks=masks, tap=tap
+        )
+        return self.logits(h, (masks or {}).get("hidden"), tap)
+
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        *,
+        positions: jax.Array | None = None,
+        seq_idx: jax.Array | None = None,
+        masks: dict | None = None,
+        tap: Tap | None = None,
+        outputs: Collection[int] = (),
+    ) -> tuple[jax.Array, dict[int, jax.Array]]:
+        """Embeddings and blocks (arguments as :meth:`__call__`): -> the last block's output
+        (b, T, d), before the final norm, and {i: output of block i (b, T, d)} for the
+        (non-negative) block indices in ``outputs``."""
         if positions is None:
             positions = _arange_positions(tokens, 0)
-        for i, block in enumerate(self.blocks):
-            sub = None if tap is None else _prefixed(tap, f"blocks.{i}.")
-            h, _ = block(
-                h,
-                positions=positions,
-                seq_idx=seq_idx,
-                segment_ids=seq_idx,
-                hidden_mask=hidden_mask,
-                mask=None if block_masks is None else block_masks[i],
-                tap=sub,
-            )
-        return self.logits(h, hidden_mask, tap)
+        h, _, kept = self._blocks(
+            self.embed_tokens(tokens),
+            positions=positions,
+            seq_idx=seq_idx,
+            masks=masks,
+            tap=tap,
+            outputs=outputs,
+        )
+        return h, kept
 
     def step(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
         """Process ``tokens`` (b, T) after the ``cache.pos`` tokens already cached.
@@ -128,29 +204,69 @@ class HybridLM(nnx.Module):
         attention never sees them, Mamba2 zeroes them, and RoPE counts real tokens only, so
         each row gives what it would alone; logits at padded slots are meaningless.
         """
-        h = self.embed_tokens(tokens)
         positions = _arange_positions(tokens, cache.pos)
         valid = None
         if cache.offset is not None:
             positions = positions - cache.offset[:, None]
             valid = positions >= 0
-        new = []
-        for block, c in zip(self.blocks, cache.layers, strict=True):
+        h, layers, _ = self._blocks(
+            self.embed_tokens(tokens),
+            positions=positions,
+            caches=cache.layers,
+            pos=cache.pos,
+            offset=cache.offset,
+            valid=valid,
+        )
+        return self.logits(h), Cache(layers, cache.pos + tokens.shape[1], cache.offset)
+
+    def _blocks(
+        self,
+        h: jax.Array,
+        *,
+        positions: jax.Array,
+        seq_idx: jax.Array | None = None,
+        caches: tuple | None = None,
+        pos: jax.Array | None = None,
+        offset: jax.Array | None = None,
+        valid: jax.Array | None = None,
+        masks: dict | None = None,
+        tap: Tap | None = None,
+        outputs: Collection[int] = (),
+    ) -> tuple[jax.Array, tuple, dict[int, jax.Array]]:
+        """The block loop: h (b, T, d) -> (output, updated caches, {i: block i's output})."""
+        masks = masks or {}
+        hidden_mask, block_masks = masks.get("hidden"), masks.get("blocks")
+        caches = (None,) * len(self.blocks) if caches is None else caches
+        new, kept = [], {}
+        for i, (block, c) in enumerate(zip(self.blocks, caches, strict=True)):
             h, c = block(
-                h, positions=positions, cache=c, pos=cache.pos, valid=valid, offset=cache.offset
+                h,
+                positions=positions,
+                seq_idx=seq_idx,
+                cache=c,
+                pos=pos,
+                offset=offset,
+                valid=valid,
+                hidden_mask=hidden_mask,
+                mask=None if block_masks is None else block_masks[i],
+                tap=at_block(tap, i),
             )
             new.append(c)
-        return self.logits(h), Cache(tuple(new), cache.pos + tokens.shape[1], cache.offset)
+            if i in outputs:
+                kept[i] = h
+        return h, tuple(new), kept
 
     def embed_tokens(self, tokens: jax.Array) -> jax.Array:
         """(b, T) int -> (b, T, d) in the compute dtype."""
         return jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
 
-    def logits(self, h: jax.Array, hidden_mask: jax.Array | None = None, tap=None) -> jax.Array:
+    def logits(
+        self, h: jax.Array, hidden_mask: jax.Array | None = None, tap: Tap | None = None
+    ) -> jax.Array:
         """Final norm and LM head: (b, T, d) -> (b, T, V) fp32."""
         h = self.final_norm(h, hidden_mask)
         if tap is not None:
-            tap("final_hidden", h)
+            tap(FinalHidden(h))
         w = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
         return jnp.einsum(
             "btd,dv->btv", h, w.astype(self.dtype), preferred_element_type=jnp.float32
@@ -177,13 +293,15 @@ class HybridLM(nnx.Module):
         return Cache(tuple(layers), jnp.zeros((), jnp.int32), offset)
 
 
-def _prefixed(tap, prefix: str):
-    return lambda name, value: tap(prefix + name, value)
-
-
 def _arange_positions(tokens: jax.Array, start) -> jax.Array:
     b, t = tokens.shape
     return jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+
+
+def abstract_model(cfg: ModelConfig) -> HybridLM:
+    """The model of ``cfg`` with ``jax.ShapeDtypeStruct`` values (``nnx.eval_shape``): its
+    structure, parameter shapes, dtypes and axes, with nothing allocated."""
+    return nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
 
 
 def init_model(cfg: ModelConfig, seed: int = 0, *, mesh=None, rules=None) -> HybridLM:
@@ -194,7 +312,7 @@ def init_model(cfg: ModelConfig, seed: int = 0, *, mesh=None, rules=None) -> Hyb
     def make(key: jax.Array) -> nnx.State:
         return nnx.state(HybridLM(cfg, rngs=nnx.Rngs(params=key)))
 
-    abstract = nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(cfg)
     out_shardings = None
     if mesh is not None:
         shardings = sharding.state_shardings(nnx.state(abstract), mesh, rules or sharding.RULES)

@@ -9,6 +9,7 @@ from flax import nnx
 from jaxprune.config import MLPConfig, MoEConfig
 from jaxprune.nn.init import Buffer, normal, param, zeros
 from jaxprune.nn.mlp import MLP
+from jaxprune.nn.taps import ExpertHidden, ExpertOutputs, Routing, Tap, as_shared
 from jaxprune.ops import moe as moe_ops
 
 
@@ -71,12 +72,13 @@ class MoE(nnx.Module):
         return w * cfg.routed_scaling_factor, idx
 
     def __call__(
-        self, x: jax.Array, *, mask: jax.Array | None = None, tap=None, **unused
+        self, x: jax.Array, *, mask: jax.Array | None = None, tap: Tap | None = None
     ) -> tuple[jax.Array, None]:
         """x (b, T, d) -> ((b, T, d), None).
 
-        ``mask`` (E,): expert mask for routing. Taps: ``expert_out`` and ``expert_mlp`` (see
-        ``ops.moe``), ``router`` = (indices (n, k), weights (n, k)), ``shared_mlp``.
+        ``mask`` (E,): expert mask for routing. ``tap`` sees :class:`Routing`,
+        :class:`ExpertHidden`, :class:`ExpertOutputs` and the shared expert's
+        :class:`MLPHidden` (``shared=True``).
         """
         cfg, dt = self.cfg, self.dtype
         b, t, d = x.shape
@@ -84,7 +86,7 @@ class MoE(nnx.Module):
         x = x.astype(dt).reshape(b * t, d)
         weights, idx = self.route(x, mask)
         if tap is not None:
-            tap("router", (idx, weights))
+            tap(Routing(idx, weights))
         xe = x @ self.latent_in[...].astype(dt) if cfg.latent else x
         dispatch = moe_ops.moe_sorted if cfg.dispatch == "sorted" else moe_ops.moe_dense
         gate = self.gate_proj[...].astype(dt) if cfg.activation == "swiglu" else None
@@ -95,12 +97,19 @@ class MoE(nnx.Module):
             self.up_proj[...].astype(dt),
             self.down_proj[...].astype(dt),
             gate,
-            tap=tap,
+            observe=None if tap is None else _observer(tap),
         )
         if cfg.latent:
             y = y @ self.latent_out[...].astype(dt)
         y = y.reshape(b, t, d)
         if cfg.shared_intermediate:
-            sub = None if tap is None else (lambda name, v: tap(f"shared_{name}", v))
-            y = y + self.shared(shared_in, tap=sub)[0]
+            y = y + self.shared(shared_in, tap=as_shared(tap))[0]
         return y, None
+
+
+def _observer(tap: Tap) -> moe_ops.Observe:
+    def observe(a: moe_ops.Assignments) -> None:
+        tap(ExpertHidden(a.hidden, a.expert, a.token))
+        tap(ExpertOutputs(a.out, a.expert, a.token))
+
+    return observe

@@ -1,4 +1,4 @@
-"""Causal grouped-query attention with an optional segment mask, softmax in fp32."""
+"""Causal grouped-query attention, optionally masked to documents (``seq_idx``); fp32 softmax."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ _NEG = -1e30
 def causal_mask(
     q_pos: jax.Array,
     k_pos: jax.Array,
-    q_seg: jax.Array | None = None,
-    k_seg: jax.Array | None = None,
+    q_seq_idx: jax.Array | None = None,
+    k_seq_idx: jax.Array | None = None,
     window: int | None = None,
 ) -> jax.Array:
     """Boolean (b, Tq, Tk) mask: key position <= query position, within ``window`` of it,
-    and, when segments are given, the same segment. q_pos (b, Tq), k_pos (b, Tk) int."""
+    and, when document ids are given, the same document. q_pos, q_seq_idx (b, Tq), k_pos,
+    k_seq_idx (b, Tk) int."""
     mask = k_pos[:, None, :] <= q_pos[:, :, None]
     if window is not None:
         mask &= k_pos[:, None, :] > q_pos[:, :, None] - window
-    if q_seg is not None:
-        mask &= q_seg[:, :, None] == k_seg[:, None, :]
+    if q_seq_idx is not None:
+        mask &= q_seq_idx[:, :, None] == k_seq_idx[:, None, :]
     return mask
 
 

@@ -29,15 +29,24 @@ Ties in top-k (both expert and group selection) go to the lower index (``jax.lax
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-#: ``tap(name, value)``: called at trace time with intermediate values (calibration).
-#: MoE taps: ``expert_mlp`` = (hidden (m, F), expert id (m,), token id (m,)) and
-#: ``expert_out`` = (unweighted expert output (m, d), expert id, token id), one row per
-#: (token, expert) assignment, m = n * k.
-Tap = Callable[[str, object], None]
+
+class Assignments(NamedTuple):
+    """One row per (token, expert) assignment, m = n * k: the expert MLP ``hidden`` (m, F),
+    the unweighted expert output ``out`` (m, d), the ``expert`` (m,) and ``token`` (m,) ids."""
+
+    hidden: jax.Array
+    out: jax.Array
+    expert: jax.Array
+    token: jax.Array
+
+
+#: ``observe(assignments)``: called at trace time with the per-assignment values (calibration).
+Observe = Callable[[Assignments], None]
 
 # Added to the top-k weight sum before renormalising sigmoid routing weights, as in HF
 # NemotronH / DeepSeek-V3 (`denominator = topk_weights.sum(-1, keepdim=True) + 1e-20`).
@@ -197,7 +206,7 @@ def moe_dense(
     w_down: jax.Array,
     w_gate: jax.Array | None = None,
     *,
-    tap: Tap | None = None,
+    observe: Observe | None = None,
 ) -> jax.Array:
     """Reference MoE: every expert on every token, combined by a dense (n, E) matrix.
 
@@ -228,10 +237,9 @@ def moe_dense(
     y = mm("enf,efd->end", h, rounded(w_down))
 
     n, num_experts = x.shape[0], w_up.shape[0]
-    if tap is not None:  # per (token, expert) assignment, like moe_sorted
+    if observe is not None:  # per (token, expert) assignment, like moe_sorted
         experts, token_ids = indices.reshape(-1), jnp.repeat(jnp.arange(n), indices.shape[1])
-        tap("expert_mlp", (h[experts, token_ids], experts, token_ids))
-        tap("expert_out", (y[experts, token_ids], experts, token_ids))
+        observe(Assignments(h[experts, token_ids], y[experts, token_ids], experts, token_ids))
     rows = jnp.broadcast_to(jnp.arange(n)[:, None], indices.shape)
     combine = jnp.zeros((n, num_experts), f32).at[rows, indices].add(weights.astype(f32))
     return mm("ne,end->nd", combine, y).astype(dtype)
@@ -245,7 +253,7 @@ def moe_sorted(
     w_down: jax.Array,
     w_gate: jax.Array | None = None,
     *,
-    tap: Tap | None = None,
+    observe: Observe | None = None,
 ) -> jax.Array:
     """Sorted (grouped-GEMM) MoE dispatch, exact and without token dropping.
 
@@ -284,10 +292,8 @@ def moe_sorted(
         )
     h = _activate(h_up, h_gate).astype(dtype)
     y = jax.lax.ragged_dot(h, w_down.astype(dtype), group_sizes, preferred_element_type=f32)
-    if tap is not None:
-        sorted_experts = flat_experts[order]
-        tap("expert_mlp", (h, sorted_experts, tokens))
-        tap("expert_out", (y, sorted_experts, tokens))
+    if observe is not None:
+        observe(Assignments(h, y, flat_experts[order], tokens))
 
     y = y * weights.reshape(-1)[order].astype(f32)[:, None]
     out = jax.ops.segment_sum(y, tokens, num_segments=n)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.nn.model import HybridLM
+from jaxprune.ops.loss import token_nll
 from jaxprune.pruning.masks import Mask, full_mask, masked_forward
 
 
@@ -18,9 +19,7 @@ def _with_depth(mask: Mask, keep: np.ndarray) -> Mask:
 
 @jax.jit
 def _loss(model, mask, tokens):
-    logits = masked_forward(model, mask, tokens[:, :-1])
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+    return jnp.mean(token_nll(masked_forward(model, mask, tokens[:, :-1]), tokens[:, 1:]))
 
 
 @jax.jit

@@ -1,7 +1,8 @@
 """Activation-based importance (Minitron): calibration statistics as running fp32 sums.
 
 One jitted function per batch runs the model with a ``tap`` that reduces every tapped
-activation to a per-channel sum on the spot, so nothing is kept per token. Aggregations
+activation (a typed record of ``jaxprune.nn.taps``, dispatched on its type) to a
+per-channel sum on the spot, so nothing is kept per token. Aggregations
 (``aggregation``), with a_b = mean over the valid tokens of sample b of |A|:
 
 * ``l2`` (default, ModelOpt / Minitron): acc += sum_b a_b^2, score = sqrt(acc)
@@ -25,6 +26,19 @@ from flax import nnx
 
 from jaxprune.config import MoEConfig
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.taps import (
+    BlockInput,
+    BlockIO,
+    ExpertHidden,
+    ExpertOutputs,
+    FinalHidden,
+    HeadOutputs,
+    MambaX,
+    MLPHidden,
+    Record,
+    Routing,
+    Tap,
+)
 
 AGGREGATIONS = ("l2", "mean", "mean_sq")
 
@@ -40,13 +54,65 @@ def _per_sample(a: jax.Array, valid: jax.Array, aggregation: str) -> jax.Array:
     return jnp.sum(mean_abs**2 if aggregation == "l2" else mean_abs, axis=0)
 
 
+def _block(i: int) -> str:
+    return f"blocks.{i}."
+
+
+def _reducer(
+    out: dict[str, jax.Array], valid: jax.Array, experts: dict[int, int], aggregation: str
+) -> Tap:
+    """The tap that adds each record's statistics into ``out``. valid (b, T) bool;
+    ``experts``: {MoE block index: number of routed experts}."""
+    flat_valid = valid.reshape(-1).astype(jnp.float32)
+
+    def tap(r: Record) -> None:
+        match r:
+            case FinalHidden(h=h):
+                out["final_hidden"] = _per_sample(h, valid, aggregation)
+            case BlockInput(x=x, block=i):
+                out[_block(i) + "hidden"] = _per_sample(x, valid, aggregation)
+            case MLPHidden(h=h, shared=shared, block=i):
+                name = "shared_mlp" if shared else "mlp"
+                out[_block(i) + name] = _per_sample(h, valid, aggregation)
+            case HeadOutputs(out=heads, block=i):
+                out[_block(i) + "heads"] = _per_sample(heads, valid, aggregation)
+            case MambaX(x=x, block=i):
+                out[_block(i) + "mamba_x"] = _per_sample(x, valid, aggregation)
+            case BlockIO(h_in=h_in, h_out=h_out, block=i):
+                h_in, h_out = h_in.astype(jnp.float32), h_out.astype(jnp.float32)
+                cos = jnp.sum(h_in * h_out, -1) / jnp.maximum(
+                    jnp.linalg.norm(h_in, axis=-1) * jnp.linalg.norm(h_out, axis=-1), 1e-12
+                )
+                out[_block(i) + "io"] = jnp.stack([jnp.sum((1 - cos) * valid), jnp.sum(valid)])
+            case ExpertOutputs(y=y, expert=expert, token=token, block=i):
+                w, e = flat_valid[token], experts[i]
+                norms = jnp.linalg.norm(y.astype(jnp.float32), axis=-1) * w
+                out[_block(i) + "expert_out"] = jax.ops.segment_sum(norms, expert, num_segments=e)
+                out[_block(i) + "expert_count"] = jax.ops.segment_sum(w, expert, num_segments=e)
+            case ExpertHidden(h=h, token=token, block=i):
+                w = flat_valid[token]
+                out[_block(i) + "expert_mlp"] = jnp.sum(
+                    jnp.abs(h.astype(jnp.float32)) * w[:, None], axis=0
+                )
+                out[_block(i) + "expert_mlp_count"] = jnp.sum(w)
+            case Routing(indices=idx, weights=weights, block=i):
+                w = jnp.repeat(flat_valid, idx.shape[-1])
+                out[_block(i) + "router_weight"] = jax.ops.segment_sum(
+                    weights.reshape(-1) * w, idx.reshape(-1), num_segments=experts[i]
+                )
+            case _:
+                raise TypeError(f"calibration: no statistic for tap record {type(r).__name__}")
+
+    return tap
+
+
 def make_stats_fn(model: HybridLM, aggregation: str = "l2"):
     """A jitted ``fn(state, tokens (b,T), valid (b,T)) -> {stat name: fp32 sums}``."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r}; choose from {AGGREGATIONS}")
     graphdef = nnx.graphdef(model)
     experts = {
-        f"blocks.{i}.": layer.num_experts
+        i: layer.num_experts
         for i, layer in enumerate(model.config.layers)
         if isinstance(layer, MoEConfig)
     }
@@ -54,40 +120,7 @@ def make_stats_fn(model: HybridLM, aggregation: str = "l2"):
     @jax.jit
     def stats(state, tokens, valid):
         out: dict[str, jax.Array] = {}
-        flat_valid = valid.reshape(-1).astype(jnp.float32)
-
-        def tap(name: str, value) -> None:
-            prefix, _, kind = name.rpartition(".")
-            prefix = prefix + "." if prefix else ""
-            if kind == "io":
-                h_in, h_out = (x.astype(jnp.float32) for x in value)
-                cos = jnp.sum(h_in * h_out, -1) / jnp.maximum(
-                    jnp.linalg.norm(h_in, axis=-1) * jnp.linalg.norm(h_out, axis=-1), 1e-12
-                )
-                out[name] = jnp.stack([jnp.sum((1 - cos) * valid), jnp.sum(valid)])
-            elif kind in ("expert_out", "expert_mlp"):
-                y, expert, token = value
-                w = flat_valid[token]
-                e = experts[prefix]
-                if kind == "expert_out":
-                    norms = jnp.linalg.norm(y.astype(jnp.float32), axis=-1) * w
-                    out[name] = jax.ops.segment_sum(norms, expert, num_segments=e)
-                    out[prefix + "expert_count"] = jax.ops.segment_sum(w, expert, num_segments=e)
-                else:
-                    out[name] = jnp.sum(jnp.abs(y.astype(jnp.float32)) * w[:, None], axis=0)
-                    out[prefix + "expert_mlp_count"] = jnp.sum(w)
-            elif kind == "router":
-                idx, weights = value
-                e = experts[prefix]
-                k = idx.shape[-1]
-                w = jnp.repeat(flat_valid, k)
-                out[prefix + "router_weight"] = jax.ops.segment_sum(
-                    weights.reshape(-1) * w, idx.reshape(-1), num_segments=e
-                )
-            else:  # (b, T, ...) activations
-                out[name] = _per_sample(value, valid, aggregation)
-
-        nnx.merge(graphdef, state)(tokens, tap=tap)
+        nnx.merge(graphdef, state)(tokens, tap=_reducer(out, valid, experts, aggregation))
         out["samples"] = jnp.sum(jnp.any(valid, axis=1).astype(jnp.float32))
         out["tokens"] = jnp.sum(valid.astype(jnp.float32))
         return out

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.config import Mamba2Config, ModelConfig, MoEConfig
+from jaxprune.nn.state import param_paths
 from jaxprune.pruning.groups import Group, groups
 
 
@@ -35,10 +36,6 @@ class Mask:
     keep: dict[str, jax.Array]
     groups: tuple[Group, ...] = dataclasses.field(metadata=dict(static=True))
     config: ModelConfig = dataclasses.field(metadata=dict(static=True))
-
-
-def param_paths(model: nnx.Module) -> dict[str, nnx.Variable]:
-    return {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model))}
 
 
 def full_mask(model: nnx.Module) -> Mask:

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
-from jaxprune.converters.native import model_from_params, model_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.state import model_from_params, model_params
 from jaxprune.pruning.groups import groups
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -25,7 +24,7 @@ from jaxprune.atomic import publish_into
 from jaxprune.config import ModelConfig
 from jaxprune.converters.fsutil import copy_aux_files
 from jaxprune.converters.native import META, save_model
-from jaxprune.nn.model import HybridLM
+from jaxprune.nn.state import flat_state, model_from_params
 
 
 class Checkpoints:
@@ -102,10 +101,7 @@ def export_model(
     out = Path(out)
     tmp = out / ".final.tmp"
     host = host_tree((params, rest))
-    abstract = nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
-    graphdef, want_p, want_r = nnx.split(abstract, nnx.Param, ...)
-    cast = jax.tree.map(lambda a, w: np.asarray(a).astype(w.dtype), host, (want_p, want_r))
-    model = nnx.merge(graphdef, *cast)
+    model = model_from_params(cfg, flat_state(*host), host=True)
     primary = jax.process_index() == 0
     if primary:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxprune.ops.loss import token_nll
 from jaxprune.train.config import LossConfig
 
 Head = Callable[[jax.Array], jax.Array]  # hidden (b, C, d) -> logits (b, C, V) fp32
@@ -62,11 +63,9 @@ def topk_kl(student: jax.Array, teacher: jax.Array, k: int, temperature: float =
     return jnp.sum(jnp.exp(lt) * (lt - ls), axis=-1)
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """-log softmax(logits)[target] per token: (..., V), (...) int -> (...)."""
-    logits = logits.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - picked
+#: -log softmax(logits)[target] per token: (..., V), (...) int -> (...) fp32. The one token
+#: NLL of the library (``jaxprune.ops.loss.token_nll``), under its training name.
+cross_entropy = token_nll
 
 
 def token_kl(student: jax.Array, teacher: jax.Array, cfg: LossConfig) -> jax.Array:

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.state import model_from_params, model_params
 from jaxprune.train.step import SplitModel, params_shardings, replicated, train_state_shardings
 
 
@@ -29,11 +30,8 @@ def retype(model: HybridLM, dtype: str, param_dtype: str, mesh: Mesh) -> HybridL
     """The same weights with compute ``dtype`` and parameters cast to ``param_dtype``
     (fp32 buffers stay fp32), sharded on ``mesh`` by the logical rules."""
     cfg = model.config.replace(dtype=dtype, param_dtype=param_dtype)
-    abstract = nnx.eval_shape(lambda: HybridLM(cfg, rngs=nnx.Rngs(0)))
-    graphdef, want = nnx.split(abstract)
-    have = nnx.state(model)
-    cast = jax.tree.map(lambda a, w: np.asarray(jax.device_get(a)).astype(w.dtype), have, want)
-    return nnx.merge(graphdef, place(cast, params_shardings(want, mesh)))
+    graphdef, cast = nnx.split(model_from_params(cfg, model_params(model), host=True))
+    return nnx.merge(graphdef, place(cast, params_shardings(cast, mesh)))
 
 
 def abstract_state(

@@ -48,17 +48,11 @@ class SplitModel:
 def hidden_states(
     model: HybridLM, batch: dict[str, jax.Array], keep: Sequence[int] = ()
 ) -> tuple[jax.Array, dict[int, jax.Array]]:
-    """Run embeddings and blocks: -> final hidden (b, T, d) (before the final norm) and
-    {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``."""
-    h = model.embed_tokens(batch["tokens"])
-    kept = {}
-    for i, block in enumerate(model.blocks):
-        h, _ = block(
-            h, positions=batch["positions"], seq_idx=batch["seq_idx"], segment_ids=batch["seq_idx"]
-        )
-        if i in keep:
-            kept[i] = h
-    return h, kept
+    """``model.hidden_states`` of a packed batch: -> final hidden (b, T, d) (before the final
+    norm) and {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``."""
+    return model.hidden_states(
+        batch["tokens"], positions=batch["positions"], seq_idx=batch["seq_idx"], outputs=keep
+    )
 
 
 def _norm_index(i: int, n: int) -> int:

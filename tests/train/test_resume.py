@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxprune.converters.api import load_model
-from jaxprune.converters.native import model_params
+from jaxprune.nn.state import model_params
 from jaxprune.testing.train import distill
 from jaxprune.train import trainer
 
