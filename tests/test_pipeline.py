@@ -6,32 +6,14 @@ import numpy as np
 import pytest
 
 from jaxprune.cli import main
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.converters.api import export, load_model
 from jaxprune.nn.model import init_model
-
-INF = float("inf")
+from jaxprune.testing.configs import compress_config
 
 
 @pytest.fixture
 def setup(tmp_path):
-    mamba = Mamba2Config(
-        num_heads=4,
-        head_dim=8,
-        state=8,
-        n_groups=2,
-        chunk_size=8,
-        dt_limit=(1e-3, INF),
-        decode_dt_limit=(0.0, INF),
-    )
-    cfg = ModelConfig.from_pattern(
-        "M-*-",
-        vocab_size=50,
-        hidden=32,
-        mamba=mamba,
-        attention=AttentionConfig(4, 2, 8),
-        mlp=MLPConfig(48),
-    )
+    cfg = compress_config()
     export(init_model(cfg, 0), tmp_path / "src", model_type="nemotron_h")
     np.save(tmp_path / "data.npy", np.random.default_rng(0).integers(1, 50, size=(64, 17)))
     gin = tmp_path / "run.gin"

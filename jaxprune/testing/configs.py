@@ -62,3 +62,26 @@ PRUNING_CFG = ModelConfig.from_pattern(
     ),
     initializer_range=0.3,
 )
+
+
+def compress_config() -> ModelConfig:
+    """The small Nemotron-H-style hybrid (M - * -) the pipeline and scoring tests prune,
+    with transformers' dt clamps so that it exports as ``nemotron_h``."""
+    inf = float("inf")
+    mamba = Mamba2Config(
+        num_heads=4,
+        head_dim=8,
+        state=8,
+        n_groups=2,
+        chunk_size=8,
+        dt_limit=(1e-3, inf),
+        decode_dt_limit=(0.0, inf),
+    )
+    return ModelConfig.from_pattern(
+        "M-*-",
+        vocab_size=50,
+        hidden=32,
+        mamba=mamba,
+        attention=AttentionConfig(4, 2, 8),
+        mlp=MLPConfig(48),
+    )

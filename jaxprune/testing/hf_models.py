@@ -140,3 +140,14 @@ def nemotron_h_config(cfg):
     d.pop("model_type", None)
     d.pop("architectures", None)
     return T.NemotronHConfig(**d)
+
+
+def safetensors_dict(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the ``*.safetensors`` files in an HF directory, by name."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(f, "np") as sf:
+            out.update({k: sf.get_tensor(k) for k in sf.keys()})  # noqa: SIM118
+    return out

@@ -14,12 +14,17 @@ pytestmark = pytest.mark.torch
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from safetensors import safe_open  # noqa: E402
 
 from jaxprune.config import Mamba2Config, MLPConfig, ModelConfig  # noqa: E402
 from jaxprune.converters.api import convert, export, load_hf, load_model  # noqa: E402
 from jaxprune.nn.model import init_model  # noqa: E402
-from jaxprune.testing.hf_models import FAMILIES, logits, random_model, save  # noqa: E402
+from jaxprune.testing.hf_models import (  # noqa: E402
+    FAMILIES,
+    logits,
+    random_model,
+    safetensors_dict,
+    save,
+)
 
 TOKENS = np.random.default_rng(0).integers(0, 61, size=(2, 11))
 
@@ -28,12 +33,7 @@ def _ours(model, tokens=TOKENS):
     return np.asarray(jax.jit(lambda m, t: m(t))(model, jnp.asarray(tokens)))
 
 
-def _tensors(path):
-    out = {}
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(f, "np") as sf:
-            out.update({k: sf.get_tensor(k) for k in sf.keys()})  # noqa: SIM118
-    return out
+_tensors = safetensors_dict
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ compress."""
 import numpy as np
 import pytest
 
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
+from jaxprune.config import MLPConfig, ModelConfig
 from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
 from jaxprune.pruning.importance import calibrate, scores
@@ -16,16 +16,10 @@ from jaxprune.pruning.scoring import (
     score_model,
     score_with,
 )
+from jaxprune.testing.configs import compress_config
 
-CFG = ModelConfig.from_pattern(
-    "M-*-",
-    vocab_size=41,
-    hidden=16,
-    mamba=Mamba2Config(num_heads=4, head_dim=4, state=8, n_groups=2, chunk_size=8),
-    attention=AttentionConfig(4, 2, 4),
-    mlp=MLPConfig(24),
-)
-ROWS = np.random.default_rng(0).integers(0, 41, size=(16, 12)).astype(np.int32)
+CFG = compress_config()
+ROWS = np.random.default_rng(0).integers(0, 50, size=(16, 12)).astype(np.int32)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
@@ -11,16 +10,10 @@ from jaxprune.pruning.scoring import score_model
 from jaxprune.search.run import SearchConfig, run_search, search_with
 from jaxprune.search.search import Budget
 from jaxprune.search.space import SearchSpace, memory_bytes
+from jaxprune.testing.configs import compress_config
 
-CFG = ModelConfig.from_pattern(
-    "M-*-",
-    vocab_size=41,
-    hidden=16,
-    mamba=Mamba2Config(num_heads=4, head_dim=4, state=8, n_groups=2, chunk_size=8),
-    attention=AttentionConfig(4, 2, 4),
-    mlp=MLPConfig(24),
-)
-ROWS = np.tile(np.random.default_rng(0).integers(0, 41, size=(1, 13)), (16, 1)).astype(np.int32)
+CFG = compress_config()
+ROWS = np.tile(np.random.default_rng(0).integers(0, 50, size=(1, 13)), (16, 1)).astype(np.int32)
 SPACE = SearchSpace(axes=("hidden_size", "intermediate_size"), divisor=4)
 
 
