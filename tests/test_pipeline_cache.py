@@ -179,7 +179,9 @@ def test_a_rerun_recomputes_exactly_the_stages_whose_inputs_changed(tiny, tmp_pa
     _, lines = _run(longer)
     assert _ran(lines)[0] == "stage: distillation (recomputed: distill changed)"
     assert len(_ran(lines)) == 3  # distillation, evaluation, export
-    steps = [json.loads(r)["step"] for r in (out / "student" / "metrics.jsonl").read_text().split()]
+    steps = [
+        json.loads(r)["step"] for r in (out / "student" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(steps) == 3
 
     more = dataclasses.replace(longer, calibration=ScoreConfig(samples=8, seq_len=16))
