@@ -4,10 +4,13 @@
 Each stage calls the same library function as the separate command (:func:`score_with` as
 ``importance``, :func:`search_with` as ``search``, :func:`~jaxprune.pruning.prune.prune` as
 ``prune``, :func:`~jaxprune.train.run` as ``distill``, :func:`evaluate_lm_loss` as ``eval``,
-:func:`~jaxprune.converters.api.export` as ``export``), writes its output (a native
-checkpoint, a scores file, a JSON) and is skipped when that output exists, so an interrupted
-run continues where it stopped; the distillation stage resumes from its own orbax
-checkpoints. gin binds :class:`CompressConfig` (and the dataclasses it nests) in the CLI.
+:func:`~jaxprune.converters.api.export` as ``export``) and writes its output atomically (a
+native checkpoint, a scores file, a JSON). Everything is validated before OUT is touched
+(targets, the budget, the data: :mod:`jaxprune.pipeline_checks`). Outputs are cached by
+what each stage depends on (:mod:`jaxprune.pipeline_cache`): a rerun reuses the stages whose
+inputs are unchanged and recomputes the first changed one and everything after it, saying
+what changed; an interrupted distillation resumes from its own orbax checkpoints. gin
+binds :class:`CompressConfig` (and the dataclasses it nests) in the CLI.
 """
 
 from __future__ import annotations
@@ -19,16 +22,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jaxprune.atomic import atomic_output_dir, atomic_write_text
 from jaxprune.converters.api import export
-from jaxprune.converters.native import is_native, load_native, save_native
+from jaxprune.converters.native import load_native, save_native
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
+from jaxprune.pipeline_cache import StageCache, data_fingerprint, model_fingerprint
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
 from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig
 
 if TYPE_CHECKING:
     from jaxprune.models import LoadedModel
+
+#: Stage -> its outputs under OUT (the first marks it complete; all are removed on rerun).
+OUTPUTS = {
+    "teacher correction": ("teacher", "teacher_run"),
+    "importance": ("scores.npz",),
+    "architecture": ("arch.json", "search"),
+    "prune": ("pruned",),
+    "distillation": ("student",),
+    "evaluation": ("eval.json",),
+    "export": ("hf",),
+}
 
 
 @dataclass(frozen=True)
@@ -59,114 +75,207 @@ class CompressConfig:
             raise UserError(f"compress: eval_rows must be >= 1, got {self.eval_rows}")
 
 
+@dataclass
+class _Inputs:
+    """What the run reads, loaded and checked before OUT is created."""
+
+    src: LoadedModel
+    corpus: object
+    calib_rows: object
+    eval_rows: object
+    model_fp: str
+    data_fp: str
+    eval_fp: str
+
+
+def _prepare(cfg: CompressConfig) -> _Inputs:
+    """Resolve the model and read the data, refusing bad input before any work (nothing is
+    written): unknown or out-of-range targets, an unreachable budget, too little data."""
+    from jaxprune.data import load_corpus, load_rows
+    from jaxprune.data.pipeline import check_one_batch
+    from jaxprune.data.rows import labelled
+    from jaxprune.models import resolve_model
+    from jaxprune.pipeline_checks import check_budget, check_targets
+
+    src = resolve_model(cfg.model)
+    if cfg.targets:
+        check_targets(src.config, dict(cfg.targets))
+    if cfg.search is not None:
+        check_budget(src.config, cfg.search)
+    tok, vocab = src.tokenizer, src.config.vocab_size
+    with labelled(f"compress: data {cfg.data!r}"):
+        corpus = load_corpus(
+            cfg.data, tokenizer=tok, vocab_size=vocab, text_suffixes=cfg.text_suffixes
+        )
+    for name, tc in (("distill", cfg.distill), ("teacher_correction", cfg.teacher_correction)):
+        if tc is not None:
+            what = f"compress: data {cfg.data!r} ({name})"
+            check_one_batch(corpus, batch_size=tc.batch_size, seq_len=tc.seq_len, what=what)
+
+    def rows(path: str, seq_len: int, n: int, label: str):
+        with labelled(label):
+            return load_rows(path, seq_len=seq_len, tokenizer=tok, max_rows=n, vocab_size=vocab)
+
+    calib = cfg.calibration
+    calib_rows = rows(cfg.data, calib.seq_len, calib.samples, "compress: calibration data")
+    eval_path = cfg.eval_data or cfg.data
+    eval_rows = rows(eval_path, cfg.distill.seq_len, cfg.eval_rows, "compress: eval data")
+    data_fp = data_fingerprint(cfg.data, cfg.text_suffixes)
+    eval_fp = data_fingerprint(cfg.eval_data, cfg.text_suffixes) if cfg.eval_data else data_fp
+    model_fp = model_fingerprint(cfg.model, src.config.to_dict())
+    return _Inputs(src, corpus, calib_rows, eval_rows, model_fp, data_fp, eval_fp)
+
+
 def run_compress(cfg: CompressConfig, log=print) -> dict:
     """Run (or resume) every stage; returns the summary written to OUT/report.json."""
-    from jaxprune.data import load_corpus, load_rows
     from jaxprune.evaluation import evaluate_lm_loss
-    from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
 
+    inp = _prepare(cfg)
+    src, teacher, calib = inp.src, inp.src.model, cfg.calibration
     out = Path(cfg.out)
-    src = resolve_model(cfg.model)
-    teacher, tok, vocab = src.model, src.tokenizer, src.config.vocab_size
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compress_config.json").write_text(json.dumps(_jsonable(cfg), indent=2))
-    corpus = load_corpus(cfg.data, tokenizer=tok, vocab_size=vocab, text_suffixes=cfg.text_suffixes)
+    atomic_write_text(out / "compress_config.json", json.dumps(_jsonable(cfg), indent=2))
+    cache = StageCache(out, OUTPUTS, log)
 
-    def rows(path: str, seq_len: int, n: int):
-        return load_rows(path, seq_len=seq_len, tokenizer=tok, max_rows=n, vocab_size=vocab)
-
+    teacher_key = None
     if cfg.teacher_correction is not None:
-        done = out / "teacher"
-        if not is_native(done):
-            log("stage: teacher correction")
-            _train(cfg.teacher_correction, teacher, None, corpus, out / "teacher_run", src)
-            shutil.copytree(out / "teacher_run", done, ignore=shutil.ignore_patterns("checkpoints"))
-        teacher, _ = load_native(done)
+        teacher_key, teacher = _teacher_stage(cfg, inp, cache)
+    else:
+        cache.drop(["teacher correction"])  # turned off: importance sees the change
 
     scores_path = out / "scores.npz"
-    calib = cfg.calibration
-    if not scores_path.is_file():
-        log("stage: importance")
-        sc = score_with(
-            teacher,
-            rows(cfg.data, calib.seq_len, calib.samples),
-            calib,
-            progress=True,
-            meta={"model": str(cfg.model), "data": cfg.data},
+    key, action = cache.enter(
+        "importance",
+        "importance",
+        {"model": inp.model_fp, "teacher correction": teacher_key, "data": inp.data_fp,
+         "calibration": calib},
+    )  # fmt: skip
+    if action == "run":
+        meta = {"model": str(cfg.model), "data": cfg.data}
+        score_with(teacher, inp.calib_rows, calib, progress=True, meta=meta).save(
+            scores_path, teacher.config
         )
-        sc.save(scores_path, teacher.config)
+        cache.finish("importance")
     scores = Scores.load(scores_path, teacher.config)
     depth = scores.depth(calib.depth_method)
 
-    eval_rows = rows(cfg.eval_data or cfg.data, cfg.distill.seq_len, cfg.eval_rows)
-    arch_path = out / "arch.json"
-    if not arch_path.is_file():
+    arch_inputs = {"importance": key, "targets": cfg.targets, "search": cfg.search}
+    if cfg.search is not None:
+        arch_inputs["eval data"] = inp.eval_fp
+        arch_inputs["eval settings"] = [cfg.eval_rows, cfg.distill.seq_len, calib.batch_size]
+    label = "architecture search" if cfg.search is not None else "architecture (targets)"
+    key, action = cache.enter("architecture", label, arch_inputs)
+    if action == "run":
         targets = dict(cfg.targets)
         if cfg.search is not None:
-            log("stage: architecture search")
             result = search_with(
-                teacher, scores.scores, eval_rows, cfg.search,
+                teacher, scores.scores, inp.eval_rows, cfg.search,
                 batch_size=calib.batch_size, depth=depth,
             )  # fmt: skip
-            result.write(out / "search")
+            with atomic_output_dir(out / "search") as tmp:
+                result.write(tmp)
             targets = result.best.targets
-        arch_path.write_text(json.dumps({"targets": targets}, indent=2))
-    targets = json.loads(arch_path.read_text())["targets"]
+        atomic_write_text(out / "arch.json", json.dumps({"targets": targets}, indent=2))
+        cache.finish("architecture")
+    targets = json.loads((out / "arch.json").read_text())["targets"]
 
     pruned_dir = out / "pruned"
-    if not is_native(pruned_dir):
-        log(f"stage: prune to {targets}")
+    key, action = cache.enter("prune", f"prune to {targets}", {"architecture": key})
+    if action == "run":
+        small = prune(teacher, scores.scores, targets, depth)
         save_native(
-            pruned_dir,
-            prune(teacher, scores.scores, targets, depth),
-            family=src.family,
-            hf_config=src.hf_config,
-            aux_dir=src.source,
+            pruned_dir, small, family=src.family, hf_config=src.hf_config, aux_dir=src.source
         )
+        cache.finish("prune")
     pruned, _ = load_native(pruned_dir)
 
     student_dir = out / "student"
-    if not is_native(student_dir):
-        log("stage: distillation")
-        _train(cfg.distill, pruned, teacher, corpus, student_dir, src)
+    key, action = cache.enter(
+        "distillation",
+        "distillation",
+        {"prune": key, "data": inp.data_fp, "distill": _train_settings(cfg.distill)},
+        resumable=True,
+    )
+    if action != "reuse":
+        _train(cfg.distill, pruned, teacher, inp.corpus, student_dir, src, action == "resume")
+        cache.finish("distillation")
     student, _ = load_native(student_dir)
 
-    summary_path = out / "report.json"
-    if not summary_path.is_file():
-        log("stage: evaluation")
-        table = []
-        for name, m in (("teacher", teacher), ("pruned", pruned), ("distilled", student)):
-            ev = evaluate_lm_loss(m, eval_rows, batch_size=calib.batch_size)
-            c = count_params(m.config)
-            table.append(
-                {
-                    "model": name,
-                    "params": c["total"],
-                    "active": c["active"],
-                    "loss": ev["loss"],
-                    "ppl": ev["ppl"],
-                    "tokens": ev["tokens"],
-                }
-            )
-        summary_path.write_text(json.dumps({"targets": targets, "rows": table}, indent=2))
-    summary = json.loads(summary_path.read_text())
+    eval_settings = [cfg.eval_rows, cfg.distill.seq_len, calib.batch_size]
+    _, action = cache.enter(
+        "evaluation",
+        "evaluation",
+        {"distillation": key, "eval data": inp.eval_fp, "eval settings": eval_settings},
+    )
+    if action == "run":
+        table = [
+            _eval_row(name, m, inp.eval_rows, calib.batch_size, evaluate_lm_loss)
+            for name, m in (("teacher", teacher), ("pruned", pruned), ("distilled", student))
+        ]
+        atomic_write_text(out / "eval.json", json.dumps({"rows": table}, indent=2))
+        cache.finish("evaluation")
+    summary = {"targets": targets, **json.loads((out / "eval.json").read_text())}
 
-    hf_dir = out / "hf"
-    if not hf_dir.exists():
-        log("stage: export")
+    exp = {"dtype": cfg.export_dtype, "model_type": cfg.export_model_type}
+    _, action = cache.enter("export", "export", {"distillation": key, "export": exp})
+    if action == "run":
+        hf_dir = out / "hf"
         try:
             export(student_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type)
-            summary["export"] = str(hf_dir)
+            result = str(hf_dir)
         except UserError as e:  # e.g. per-layer widths: the native student stays the output
-            summary["export"] = f"skipped: {e}"
-    else:
-        summary["export"] = str(hf_dir)
+            result = f"skipped: {e}"
+        cache.finish("export", result=result)
+    summary["export"] = cache.get("export")["result"]
+    atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     _write_report(out, summary)
     return summary
 
 
-def _train(cfg: TrainConfig, student, teacher, corpus, out: Path, src: LoadedModel) -> None:
+def _teacher_stage(cfg: CompressConfig, inp: _Inputs, cache: StageCache):
+    """Teacher correction (resumable): returns (its key, the corrected teacher)."""
+    out = Path(cfg.out)
+    inputs = {
+        "model": inp.model_fp,
+        "data": inp.data_fp,
+        "teacher correction": _train_settings(cfg.teacher_correction),
+    }
+    key, action = cache.enter("teacher correction", "teacher correction", inputs, resumable=True)
+    if action != "reuse":
+        run_dir = out / "teacher_run"
+        _train(cfg.teacher_correction, inp.src.model, None, inp.corpus, run_dir, inp.src,
+               action == "resume")  # fmt: skip
+        with atomic_output_dir(out / "teacher") as tmp:
+            shutil.copytree(run_dir, tmp, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("checkpoints"))  # fmt: skip
+        cache.finish("teacher correction")
+    return key, load_native(out / "teacher")[0]
+
+
+def _train_settings(tc: TrainConfig) -> dict:
+    """The TrainConfig fields that change the result (not logging / checkpoint cadence)."""
+    from jaxprune.train.config import RESUMABLE_CHANGES
+
+    return {k: v for k, v in tc.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+
+def _eval_row(name: str, model, rows, batch_size: int, evaluate) -> dict:
+    ev = evaluate(model, rows, batch_size=batch_size)
+    c = count_params(model.config)
+    return {
+        "model": name,
+        "params": c["total"],
+        "active": c["active"],
+        "loss": ev["loss"],
+        "ppl": ev["ppl"],
+        "tokens": ev["tokens"],
+    }
+
+
+def _train(
+    cfg: TrainConfig, student, teacher, corpus, out: Path, src: LoadedModel, resume: bool
+) -> None:
     from jaxprune.train import run
 
     run(
@@ -175,11 +284,13 @@ def _train(cfg: TrainConfig, student, teacher, corpus, out: Path, src: LoadedMod
         teacher=teacher,
         train_source=corpus,
         out=out,
-        resume=out.exists(),
+        resume=resume,
         family=src.family,
         hf_config=src.hf_config,
         aux_dir=src.source,
     )
+
+
 def _write_report(out: Path, summary: dict) -> None:
     lines = [
         "# Compression report",

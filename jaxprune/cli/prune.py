@@ -14,19 +14,21 @@ from jaxprune.pruning.scoring import ScoreConfig
 from jaxprune.search.run import SearchConfig
 
 
-def _rows(loaded, data: str, seq_len: int, max_rows: int):
+def _rows(loaded, data: str, seq_len: int, max_rows: int, label: str = "data"):
     from jaxprune.data import load_rows
+    from jaxprune.data.rows import labelled
     from jaxprune.evaluation import check_rows
 
-    rows = load_rows(data, seq_len=seq_len, tokenizer=loaded.tokenizer, max_rows=max_rows)
-    return check_rows(rows, loaded.config.vocab_size)
+    with labelled(label):
+        rows = load_rows(data, seq_len=seq_len, tokenizer=loaded.tokenizer, max_rows=max_rows)
+        return check_rows(rows, loaded.config.vocab_size)
 
 
 def _score(loaded, args: argparse.Namespace):
     from jaxprune.pruning.scoring import score_with
 
     cfg = dataclass_from_args(ScoreConfig, args)
-    rows = _rows(loaded, args.data, cfg.seq_len, cfg.samples)
+    rows = _rows(loaded, args.data, cfg.seq_len, cfg.samples, label="calibration data")
     meta = {"model": str(args.model), "data": str(args.data)}
     return score_with(loaded.model, rows, cfg, progress=True, meta=meta)
 

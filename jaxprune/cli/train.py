@@ -77,6 +77,7 @@ def _init_spec(spec: str) -> str:
 
 def _run(args: argparse.Namespace, *, distill: bool) -> int:
     from jaxprune.data import load_corpus
+    from jaxprune.data.pipeline import check_one_batch
     from jaxprune.models import resolve_model
     from jaxprune.train.trainer import NonFiniteError, run
 
@@ -100,6 +101,9 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     train_src = load_corpus(args.data, tokenizer=tok, vocab_size=vocab)
     eval_src = (
         load_corpus(args.eval_data, tokenizer=tok, vocab_size=vocab) if args.eval_data else None
+    )
+    check_one_batch(
+        train_src, batch_size=cfg.batch_size, seq_len=cfg.seq_len, what=f"data {args.data!r}"
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,24 @@ def make_train_iterator(
     return iter(ds.to_iter_dataset(options))
 
 
+def check_one_batch(
+    source: Corpus | PackedRows, *, batch_size: int, seq_len: int, what: str = "training data"
+) -> None:
+    """UserError unless ``source`` fills one batch of distinct rows: ``batch_size`` rows of
+    ``seq_len`` inputs, each with its next-token target, i.e. batch_size x seq_len + 1
+    tokens (with less, every step would train on the same few tokens again)."""
+    corpus = source.corpus if isinstance(source, PackedRows) else source
+    if not isinstance(corpus, Corpus):
+        return  # make_train_iterator reports the type
+    need = int(batch_size) * int(seq_len) + 1
+    if corpus.num_tokens < need:
+        raise UserError(
+            f"{what} has {corpus.num_tokens:,} tokens, too few for one batch: batch_size "
+            f"{batch_size} x seq_len {seq_len} + 1 = {need:,} tokens; give more data or "
+            "lower batch_size / seq_len"
+        )
+
+
 def make_eval_batches(
     source: Corpus | PackedRows,
     *,

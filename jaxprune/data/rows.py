@@ -10,8 +10,9 @@ One exception: a path that is a single 2-D ``.npy`` (rows, T) is used as given
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ def check_rows(rows: np.ndarray, vocab_size: int) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int32)
 
 
+@contextlib.contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Re-raise the ``data: ...`` UserErrors of the block as ``<label>: ...`` (e.g.
+    ``calibration data``), so the message says which data of the command is wrong."""
+    try:
+        yield
+    except UserError as e:
+        msg = str(e)
+        if not msg.startswith("data: "):
+            raise
+        raise UserError(f"{label}: {msg[len('data: ') :]}") from e
+
+
 def _single_matrix(path, max_rows: int | None) -> np.ndarray | None:
     """The rows of ``path`` when it is one 2-D ``.npy`` file, else None."""
     if not isinstance(path, (str, os.PathLike)):
@@ -169,4 +183,4 @@ def _describe(path) -> str:
     return f"{len(path)} paths"
 
 
-__all__ = ["check_rows", "corpus_rows", "load_rows"]
+__all__ = ["check_rows", "corpus_rows", "labelled", "load_rows"]

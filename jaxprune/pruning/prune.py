@@ -120,5 +120,6 @@ def _dropped_blocks(cfg: ModelConfig, scores: dict, t: dict, depth: str) -> set[
 
 
 def prune(model: HybridLM, scores: dict, targets: dict, depth: str = "depth_block_influence"):
-    """The materialized pruned model."""
+    """The materialized pruned model. ``targets`` are validated first (:func:`validate_targets`):
+    an unknown key or a value out of range is a UserError, never a silent no-op."""
     return materialize(model, plan(model.config, scores, targets, depth))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.errors import UserError
 
@@ -40,15 +42,7 @@ def parse_targets(text: str) -> dict:
         key = key.strip()
         if not sep:
             raise UserError(f"target {item!r} is not key=value")
-        base = key.split(".")[-1] if key.startswith("blocks.") else key
-        if base not in KEYS or (
-            base != key
-            and (base not in PER_BLOCK or key.count(".") != 2 or not key.split(".")[1].isdigit())
-        ):
-            raise UserError(
-                f"unknown target {key!r}; known: {', '.join(KEYS)} (per block: "
-                f"blocks.<i>.<{'|'.join(PER_BLOCK)}>)"
-            )
+        check_key(key)
         try:
             if key == "drop_layers":
                 out[key] = [int(v) for v in value.replace(";", " ").split()]
@@ -71,8 +65,41 @@ def decoder_layers(cfg: ModelConfig) -> bool:
     )
 
 
+def check_key(key: str) -> None:
+    """UserError for a key that is no target, naming the close match and the valid keys."""
+    base = key.split(".")[-1] if key.startswith("blocks.") else key
+    if base in KEYS and (
+        base == key or (base in PER_BLOCK and key.count(".") == 2 and key.split(".")[1].isdigit())
+    ):
+        return
+    close = difflib.get_close_matches(base, KEYS, n=1)
+    hint = ""
+    if close:
+        hint = f" (did you mean {key[: len(key) - len(base)] + close[0]!r}?)"
+    raise UserError(
+        f"unknown target {key!r}{hint}; known: {', '.join(KEYS)} (per block: "
+        f"blocks.<i>.<{'|'.join(PER_BLOCK)}>)"
+    )
+
+
+def check_keys(targets: dict) -> None:
+    """UserError for an unknown key or a value that is not an integer (a list of layer
+    indices for ``drop_layers``)."""
+    if not isinstance(targets, dict):
+        raise UserError(f"targets must be a dict of HF config names, got {type(targets).__name__}")
+    for key, v in targets.items():
+        check_key(str(key))
+        vals = v if key == "drop_layers" and isinstance(v, (list, tuple)) else [v]
+        if key == "drop_layers" and not isinstance(v, (list, tuple)):
+            raise UserError(f"target drop_layers must be a list of layer indices, got {v!r}")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+            raise UserError(f"target {key}: {v!r} is not an integer")
+
+
 def validate_targets(cfg: ModelConfig, targets: dict) -> None:
-    """Raise one clear UserError for any target that cannot be applied to ``cfg``."""
+    """Raise one clear UserError for any target that cannot be applied to ``cfg`` (an
+    unknown key, a value out of range, a layer that does not exist)."""
+    check_keys(targets)
 
     def each(kind, attr):
         return [getattr(x, attr) for x in cfg.layers if isinstance(x, kind)]

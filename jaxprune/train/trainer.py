@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 from jaxprune import sharding
 from jaxprune.atomic import atomic_write_text
 from jaxprune.data import make_eval_batches, make_train_iterator
+from jaxprune.data.pipeline import check_one_batch
 from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.sharding import make_mesh
@@ -156,6 +157,7 @@ def run(
     ``cfg.max_bad_steps`` consecutive skipped steps (the last checkpoint stays intact)."""
     out = Path(out)
     _check_out(out, resume)
+    check_one_batch(train_source, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.loss.uses_teacher and teacher is None:
         raise UserError("the loss needs a teacher (kl or intermediate layers) but none was given")
