@@ -12,7 +12,7 @@ from jaxprune.converters.api import export, load_model
 from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
 from jaxprune.pipeline import CompressConfig, run_compress
-from jaxprune.pipeline_cache import StageCache
+from jaxprune.pipeline.cache import StageCache
 from jaxprune.pruning.scoring import ScoreConfig
 from jaxprune.search.run import SearchConfig
 from jaxprune.testing.configs import compress_config
@@ -200,7 +200,7 @@ def test_a_rerun_recomputes_exactly_the_stages_whose_inputs_changed(tiny, tmp_pa
 def test_a_failed_stage_is_redone_and_an_interrupted_distillation_resumes(
     tiny, tmp_path, monkeypatch
 ):
-    import jaxprune.pipeline as pipeline
+    import jaxprune.pipeline.compress as pipeline
     from jaxprune.train import trainer
 
     original = trainer._device_batch

@@ -6,8 +6,8 @@ Each stage calls the same library function as the separate command (:func:`score
 ``prune``, :func:`~jaxprune.train.run` as ``distill``, :func:`evaluate_lm_loss` as ``eval``,
 :func:`~jaxprune.converters.api.export` as ``export``) and writes its output atomically (a
 native checkpoint, a scores file, a JSON). Everything is validated before OUT is touched
-(targets, the budget, the data: :mod:`jaxprune.pipeline_checks`). Outputs are cached by
-what each stage depends on (:mod:`jaxprune.pipeline_cache`): a rerun reuses the stages whose
+(targets, the budget, the data: :mod:`jaxprune.pipeline.checks`). Outputs are cached by
+what each stage depends on (:mod:`jaxprune.pipeline.cache`): a rerun reuses the stages whose
 inputs are unchanged and recomputes the first changed one and everything after it, saying
 what changed; an interrupted distillation resumes from its own orbax checkpoints. gin
 binds :class:`CompressConfig` (and the dataclasses it nests) in the CLI.
@@ -27,7 +27,7 @@ from jaxprune.converters.api import export
 from jaxprune.converters.native import load_native, save_native
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
-from jaxprune.pipeline_cache import StageCache, data_fingerprint, model_fingerprint
+from jaxprune.pipeline.cache import StageCache, data_fingerprint, model_fingerprint
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
 from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig
@@ -95,7 +95,7 @@ def _prepare(cfg: CompressConfig) -> _Inputs:
     from jaxprune.data.pipeline import check_one_batch
     from jaxprune.data.rows import labelled
     from jaxprune.models import resolve_model
-    from jaxprune.pipeline_checks import check_budget, check_targets
+    from jaxprune.pipeline.checks import check_budget, check_targets
 
     src = resolve_model(cfg.model)
     if cfg.targets:
