@@ -35,7 +35,13 @@ EXIT_NONFINITE = 1
 EXIT_PREEMPTED = 143
 
 #: OSErrors that mean "the path you gave is wrong", not a bug.
-_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+_PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,9 +40,15 @@ _HELP = {
 
 def _mesh(text: str) -> tuple[int, int, int]:
     parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError("--mesh takes three sizes: data,fsdp,tensor (-1 = rest)")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--mesh takes three integer sizes data,fsdp,tensor (-1 = rest), got {text!r}"
+        )
+    return sizes  # type: ignore[return-value]
 
 
 def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfig:
@@ -81,6 +87,8 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     from jaxprune.train.trainer import NonFiniteError, run
 
     cfg = build_train_config(args, distill=distill)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; give a run directory")
     data = [args.data] + ([args.eval_data] if args.eval_data else [])
     text = _needs_tokenizer(data)  # token-id data needs no tokenizer (nor a valid one)
     teacher = None
