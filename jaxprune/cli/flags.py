@@ -48,6 +48,7 @@ def add_dataclass_args(
         kw: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": name}
         if name in required:
             kw["required"] = True
+            kw["default"] = argparse.SUPPRESS  # no "(default: None)" in --help
         else:
             kw["default"] = (defaults or {}).get(name, _default(f))
         if "parse" in f.metadata:
@@ -58,7 +59,7 @@ def add_dataclass_args(
             kw["type"] = tp
         else:
             raise TypeError(f"{cls.__name__}.{name}: no flag type for {hints[name]}")
-        if "default" in kw and kw["default"] is None and not optional:
+        if name not in required and kw["default"] is None and not optional:
             raise TypeError(f"{cls.__name__}.{name}: no default")
         parser.add_argument(_flag(name), **kw)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,12 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"compiling the {'distillation' if distill else 'training'} step "
+        "(the first step takes longest)...",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         result = run(
             cfg,
@@ -136,8 +143,28 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     summary = {"step": result.step, "loss": result.train.get("loss"), "skipped": result.skipped}
     if result.eval:
         summary["eval"] = result.eval
-    print(json.dumps(summary) if args.json else f"done: {summary}; model written to {out}")
+    print(json.dumps(summary) if args.json else summary_table(summary, out))
     return 0
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not (v.is_integer() and abs(v) >= 1):
+        return f"{v:.4f}"
+    return f"{int(v):,}" if isinstance(v, float) else str(v)
+
+
+def summary_table(summary: dict, out: Path) -> str:
+    """The end-of-run summary as a two-column table (``--json``: one JSON object)."""
+    rows = [("steps", summary["step"]), ("train loss", summary["loss"])]
+    rows += [(f"eval {k}", v) for k, v in (summary.get("eval") or {}).items()]
+    rows.append(("skipped steps", summary["skipped"]))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"done: model written to {out}"]
+    for k, v in rows:
+        lines.append(f"  {k:<{width}}  {_cell(v):>10}")
+    return "\n".join(lines)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
