@@ -35,7 +35,13 @@ EXIT_NONFINITE = 1
 EXIT_PREEMPTED = 143
 
 #: OSErrors that mean "the path you gave is wrong", not a bug.
-_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+_PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _with_defaults_in_help(sub)
     for module in (compress, model, evaluate, prune, train, inference):
         module.add_parsers(sub)
     return p
+
+
+def _with_defaults_in_help(sub) -> None:
+    """Every command's ``--help`` shows each option's default."""
+    add = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        return add(name, **kw)
+
+    sub.add_parser = add_parser
 
 
 def run_command(args: argparse.Namespace) -> int:

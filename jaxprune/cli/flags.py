@@ -10,6 +10,8 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
+from jaxprune.errors import UserError
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -33,8 +35,9 @@ def add_dataclass_args(
     defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add one flag per field of dataclass ``cls`` (``seq_len`` -> ``--seq-len``) with the
-    field's type, default and ``metadata["help"]``. ``only`` picks fields; ``required``
-    fields get no default; ``defaults`` overrides a default for this command only."""
+    field's type (or ``metadata["parse"]``), default and ``metadata["help"]``. ``only``
+    picks fields; ``required`` fields get no default; ``defaults`` overrides a default for
+    this command only."""
     hints = typing.get_type_hints(cls)
     wanted = None if only is None else list(only)
     required = set(required)
@@ -45,17 +48,34 @@ def add_dataclass_args(
         kw: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": name}
         if name in required:
             kw["required"] = True
+            kw["default"] = argparse.SUPPRESS  # no "(default: None)" in --help
         else:
             kw["default"] = (defaults or {}).get(name, _default(f))
-        if tp is bool:
+        if "parse" in f.metadata:
+            kw["type"] = _argtype(f.metadata["parse"])
+        elif tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif tp in (int, float, str):
             kw["type"] = tp
         else:
             raise TypeError(f"{cls.__name__}.{name}: no flag type for {hints[name]}")
-        if "default" in kw and kw["default"] is None and not optional:
+        if name not in required and kw["default"] is None and not optional:
             raise TypeError(f"{cls.__name__}.{name}: no default")
         parser.add_argument(_flag(name), **kw)
+
+
+def _argtype(parse):
+    """An argparse type from a field's ``metadata["parse"]`` (its UserError becomes a usage
+    error naming the flag)."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
 def _default(f: dataclasses.Field) -> Any:

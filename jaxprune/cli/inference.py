@@ -22,20 +22,67 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    import jax
+def _ids(text: str) -> list[int]:
+    """``--prompt-ids 1,2,3``: token ids (>= 0)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token ids >= 0 (e.g. 1,2,3), got {text!r}"
+        )
+    return values
 
-    from jaxprune.inference import Decoder, generate_text
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from jaxprune.inference import Decoder
     from jaxprune.models import resolve_model
 
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
     loaded = resolve_model(args.model, tokenizer=args.tokenizer, seed=args.seed)
-    if loaded.tokenizer is None:
-        raise UserError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH")
+    if args.prompt and loaded.tokenizer is None:
+        raise UserError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH or --prompt-ids")
     decoder = Decoder(
         loaded.model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
     )
+    if args.prompt_ids:
+        return _generate_ids(args, loaded, decoder)
+    return _generate_text(args, loaded, decoder)
+
+
+def _generate_ids(args: argparse.Namespace, loaded, decoder) -> int:
+    """Prompts given as token ids: print the new ids (and their text, given a tokenizer)."""
+    import jax
+
+    from jaxprune.inference import generate_ids
+
+    tok = loaded.tokenizer
+    eos = tok.eos_id if tok is not None else None
+    key = jax.random.key(args.seed)
+    outs = generate_ids(decoder, args.prompt_ids, args.max_new_tokens, key=key, eos_id=eos)
+    rows = []
+    for p, o in zip(args.prompt_ids, outs, strict=True):
+        row = {"prompt_ids": p, "completion_ids": o}
+        if tok is not None:
+            row["completion"] = tok.decode(o)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for i, row in enumerate(rows):
+        print(f"[{i}] ids: {' '.join(map(str, row['completion_ids']))}")
+        if "completion" in row:
+            print(f"[{i}] text: {row['completion']!r}")
+    return 0
+
+
+def _generate_text(args: argparse.Namespace, loaded, decoder) -> int:
+    import jax
+
+    from jaxprune.inference import generate_text
+
     single = len(args.prompt) == 1
     shown = [""] * len(args.prompt)
 
@@ -110,7 +157,14 @@ def add_parsers(subparsers) -> None:
     """Register ``generate`` and ``bench`` on the main parser's subparsers."""
     sp = subparsers.add_parser("generate", help="generate text from prompts (streamed)")
     sp.add_argument("model", help="a native checkpoint, an HF directory or a preset name")
-    sp.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    prompts = sp.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
+    prompts.add_argument(
+        "--prompt-ids",
+        action="append",
+        type=_ids,
+        help="a prompt of token ids, e.g. 1,2,3 (no tokenizer needed); repeat for a batch",
+    )
     sp.add_argument("--max-new-tokens", type=int, default=64)
     sp.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     sp.add_argument("--top-k", type=int, default=None)

@@ -6,11 +6,13 @@ from :class:`ScoreConfig` and :class:`SearchConfig`."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from jaxprune.cli.flags import add_dataclass_args, dataclass_from_args
 from jaxprune.errors import UserError
 from jaxprune.pruning.scoring import ScoreConfig
+from jaxprune.search.budget import describe
 from jaxprune.search.run import SearchConfig
 
 
@@ -38,13 +40,25 @@ def _scores(loaded, args: argparse.Namespace):
     from jaxprune.pruning.scoring import Scores
 
     if args.scores:
+        _scores_file(args.scores)
         return Scores.load(args.scores, loaded.config)
     return _score(loaded, args)
+
+
+def _scores_file(path: str) -> None:
+    """``--scores`` must be an ``.npz`` written by ``jaxprune importance``."""
+    import zipfile
+
+    p = Path(path)
+    if p.is_file() and not zipfile.is_zipfile(p):
+        raise UserError(f"--scores {path}: not a scores file (.npz from `jaxprune importance`)")
 
 
 def cmd_importance(args: argparse.Namespace) -> int:
     from jaxprune.models import resolve_model
 
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a directory; give a file name such as scores.npz")
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     sc = _score(loaded, args)
     path = sc.save(args.out, loaded.config)
@@ -91,14 +105,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
     from jaxprune.search.run import search_with
+    from jaxprune.search.search import check_budget
 
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     model = loaded.model
     search = dataclass_from_args(SearchConfig, args)
+    check_budget(model.config, search.budget)  # before calibrating
     sc = _scores(loaded, args)
     depth = sc.depth(args.depth_method)
     rows = _rows(loaded, args.data, args.seq_len, max(search.eval_samples, 1))
-    result = search_with(model, sc.scores, rows, search, batch_size=args.batch_size, depth=depth)
+    print(f"search: budget {describe(search.params)}", file=sys.stderr)
+    result = search_with(
+        model,
+        sc.scores,
+        rows,
+        search,
+        batch_size=args.batch_size,
+        depth=depth,
+        progress=_print_candidate,
+    )
     with atomic_output_dir(Path(args.out)) as tmp:
         result.write(tmp)
         save_native(
@@ -111,6 +136,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     print((Path(args.out) / "report.md").read_text())
     print(f"chosen model: {Path(args.out) / 'best'}")
     return 0
+
+
+def _print_candidate(i: int, n: int, c) -> None:
+    """One stderr line per scored candidate."""
+    targets = ", ".join(f"{k}={v}" for k, v in c.targets.items())
+    loss = f"loss {c.loss:.4f}"
+    if c.distilled_loss is not None:
+        loss += f" -> {c.distilled_loss:.4f} distilled"
+    print(f"  candidate {i}/{n}: {c.params:,} params, {loss} ({targets})", file=sys.stderr)
 
 
 def _calibration_args(sp: argparse.ArgumentParser, required: bool) -> None:

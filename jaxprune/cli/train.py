@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,15 @@ _HELP = {
 
 def _mesh(text: str) -> tuple[int, int, int]:
     parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError("--mesh takes three sizes: data,fsdp,tensor (-1 = rest)")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--mesh takes three integer sizes data,fsdp,tensor (-1 = rest), got {text!r}"
+        )
+    return sizes  # type: ignore[return-value]
 
 
 def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfig:
@@ -82,6 +89,8 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     from jaxprune.train.trainer import NonFiniteError, run
 
     cfg = build_train_config(args, distill=distill)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; give a run directory")
     data = [args.data] + ([args.eval_data] if args.eval_data else [])
     text = _needs_tokenizer(data)  # token-id data needs no tokenizer (nor a valid one)
     teacher = None
@@ -107,6 +116,12 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"compiling the {'distillation' if distill else 'training'} step "
+        "(the first step takes longest)...",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         result = run(
             cfg,
@@ -132,8 +147,28 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     summary = {"step": result.step, "loss": result.train.get("loss"), "skipped": result.skipped}
     if result.eval:
         summary["eval"] = result.eval
-    print(json.dumps(summary) if args.json else f"done: {summary}; model written to {out}")
+    print(json.dumps(summary) if args.json else summary_table(summary, out))
     return 0
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not (v.is_integer() and abs(v) >= 1):
+        return f"{v:.4f}"
+    return f"{int(v):,}" if isinstance(v, float) else str(v)
+
+
+def summary_table(summary: dict, out: Path) -> str:
+    """The end-of-run summary as a two-column table (``--json``: one JSON object)."""
+    rows = [("steps", summary["step"]), ("train loss", summary["loss"])]
+    rows += [(f"eval {k}", v) for k, v in (summary.get("eval") or {}).items()]
+    rows.append(("skipped steps", summary["skipped"]))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"done: model written to {out}"]
+    for k, v in rows:
+        lines.append(f"  {k:<{width}}  {_cell(v):>10}")
+    return "\n".join(lines)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:

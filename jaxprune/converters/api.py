@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from jaxprune.config import ModelConfig
-from jaxprune.converters.families import family_module
+from jaxprune.converters.families import check_family, family_module
 from jaxprune.converters.fsutil import CheckpointError, atomic_output_dir, copy_aux_files
 from jaxprune.converters.hf_config import infer_model_type, read_hf_config, write_hf_config
 from jaxprune.converters.io import open_checkpoint, write_safetensors
@@ -29,6 +29,7 @@ from jaxprune.converters.native import (
 )
 from jaxprune.converters.rules import Rule, to_hf, to_native
 from jaxprune.converters.rules import iter_groups as rule_groups
+from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.nn.state import model_from_params, model_params
 
@@ -191,8 +192,8 @@ def export(
     """A native checkpoint (path) or an in-memory model -> an HF directory at ``out``.
 
     The HF config starts from the source's original config (when known) with every width
-    and count replaced. Raises ValueError if the model cannot be expressed for
-    transformers (e.g. per-layer widths that differ). ``per_layer_mlp`` (Nemotron-H only)
+    and count replaced. Raises UserError if the model cannot be expressed as ``model_type``
+    for transformers (e.g. per-layer widths that differ). ``per_layer_mlp`` (Nemotron-H only)
     writes per-layer MLP widths as a list, a form vLLM reads but transformers cannot.
     """
     np_dtype = _dtype(dtype)
@@ -210,14 +211,15 @@ def export(
         groups = lambda: iter_groups(src)  # noqa: E731
         aux_dir = aux_dir or src
     model_type = model_type or meta.get("family") or infer_model_type(cfg)
-    fam = family_module(model_type)
+    family_module(model_type)
     options = {}
     if per_layer_mlp:
         if model_type != "nemotron_h":
-            raise ValueError(
+            raise UserError(
                 f"per-layer MLP widths can only be written for nemotron_h, not {model_type}"
             )
         options["per_layer_mlp"] = True
+    fam = check_family(cfg, model_type, meta.get("family"))
     fam.check_exportable(cfg, model_type, **options)
     template = meta.get("hf_config") if meta.get("family") == model_type else None
     hf = fam.config_to_hf(cfg, template, model_type, **options)
@@ -252,5 +254,5 @@ def _hf_tensors(groups, by_group: dict[str, list[Rule]], dtype) -> Iterator[tupl
 
 def _dtype(name: str) -> np.dtype:
     if name not in DTYPES:
-        raise ValueError(f"unsupported dtype {name!r}; use fp32 or bf16")
+        raise UserError(f"unsupported dtype {name!r}; use fp32 or bf16")
     return DTYPES[name]

@@ -104,9 +104,7 @@ def generate_text(
     from jaxprune.tokenizer import as_tokenizer
 
     tokenizer = as_tokenizer(tokenizer)
-    ids = [
-        tokenizer.encode(p, add_special_tokens=True)[-(max_prompt_len or 0) :] for p in prompts
-    ]
+    ids = [tokenizer.encode(p, add_special_tokens=True)[-(max_prompt_len or 0) :] for p in prompts]
     tokens, offset = left_pad(ids, eos_id or 0, multiple=multiple)
     max_len = round_up(tokens.shape[1] + max_new_tokens, multiple)
     out: list[list[int]] = [[] for _ in prompts]
@@ -129,6 +127,46 @@ def generate_text(
         if done.all():
             break
     return texts
+
+
+def generate_ids(
+    decoder: Decoder,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    key: jax.Array | None = None,
+    eos_id: int | None = None,
+    multiple: int = 64,
+) -> list[list[int]]:
+    """Continue each prompt of token ids (batched, left-padded) until ``max_new_tokens`` or,
+    for every row, ``eos_id``; returns the new ids of each row (EOS not included). Ids
+    outside the model's vocabulary are refused."""
+    from jaxprune.inference.text import left_pad, round_up
+
+    vocab = decoder.model.config.vocab_size
+    for ids in prompts:
+        if not ids:
+            raise UserError("generate: a prompt of token ids needs at least one id")
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise UserError(
+                f"generate: token ids {bad[:5]} are outside the vocabulary [0, {vocab})"
+            )
+    tokens, offset = left_pad(prompts, eos_id or 0, multiple=multiple)
+    max_len = round_up(tokens.shape[1] + max_new_tokens, multiple)
+    out: list[list[int]] = [[] for _ in prompts]
+    done = np.zeros(len(prompts), bool)
+    for tok in decoder.stream(tokens, max_new_tokens, offset=offset, key=key, max_len=max_len):
+        for r, t in enumerate(tok.tolist()):
+            if done[r]:
+                continue
+            if eos_id is not None and t == eos_id:
+                done[r] = True
+            else:
+                out[r].append(t)
+        if done.all():
+            break
+    return out
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ Minitron search whose ranking matters most), pick the best. ``jaxprune search`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
+from jaxprune.search.budget import parse_params
 from jaxprune.search.report import write_report
 from jaxprune.search.search import Budget, Candidate, evaluate, shortlist
 from jaxprune.search.space import SearchSpace
@@ -24,7 +26,11 @@ class SearchConfig:
     generated from these fields."""
 
     params: float = field(
-        metadata={"help": "budget: <= 1 is a fraction of the source, else a count (4e9)"}
+        metadata={
+            "help": "budget: 0 < x <= 1 is a fraction of the source (0.6), else a count "
+            "(4e9, 4B, 350M); 1 < x < 1000 is refused",
+            "parse": parse_params,
+        }
     )
     active: bool = field(default=False, metadata={"help": "budget active (MoE) parameters"})
     memory_gb: float | None = field(
@@ -42,8 +48,7 @@ class SearchConfig:
     eval_samples: int = field(default=64, metadata={"help": "rows each candidate is scored on"})
 
     def __post_init__(self):
-        if not self.params > 0:
-            raise UserError(f"search: the parameter budget must be > 0, got {self.params}")
+        object.__setattr__(self, "params", parse_params(self.params))
         if self.memory_gb is not None and not self.memory_gb > 0:
             raise UserError(f"search: memory_gb must be > 0, got {self.memory_gb}")
         for name in ("memory_batch", "memory_context", "top_k", "divisor", "eval_samples"):
@@ -94,10 +99,12 @@ def run_search(
     distill_lr: float = 1e-3,
     batch_size: int = 8,
     depth: str = "depth_block_influence",
+    progress: Callable[[int, int, Candidate], None] | None = None,
 ) -> SearchResult:
     """Shortlist the ``top_k`` largest candidates within ``budget``, score each by LM loss
     on ``rows`` (N, T) (after ``distill_steps`` of distillation from ``model`` when > 0)
-    and by decode latency; the best is the lowest final loss."""
+    and by decode latency; the best is the lowest final loss. ``progress(i, n, candidate)``
+    is called after each candidate is scored (the ``search`` command prints a line)."""
     cands = shortlist(model, scores, budget, space, top_k)
     distill = None
     if distill_steps:
@@ -105,7 +112,14 @@ def run_search(
 
         distill = make_short_distill(model, rows, steps=distill_steps, lr=distill_lr)
     cands = evaluate(
-        model, scores, cands, rows, distill=distill, batch_size=batch_size, depth=depth
+        model,
+        scores,
+        cands,
+        rows,
+        distill=distill,
+        batch_size=batch_size,
+        depth=depth,
+        progress=progress,
     )
     best = min(cands, key=lambda c: c.final_loss)
     return SearchResult(cands, best, count_params(model.config))

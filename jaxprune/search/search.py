@@ -4,6 +4,7 @@ distillation), pick the best, and report with a Pareto plot."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from jaxprune.errors import UserError
 from jaxprune.evaluation import evaluate_lm_loss
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning.prune import prune
+from jaxprune.search.budget import describe
 from jaxprune.search.space import SearchSpace, candidates, memory_bytes
 
 
@@ -53,29 +55,72 @@ class Candidate:
 def shortlist(
     model: HybridLM, scores: dict, budget: Budget, space: SearchSpace, top_k: int
 ) -> list[Candidate]:
-    """The ``top_k`` feasible candidates with the most parameters (closest to the budget)."""
-    cfg = model.config
-    src = count_params(cfg)
-    limit = budget.params * (
-        src["active" if budget.active else "total"] if budget.params <= 1 else 1
-    )
-    feasible = []
-    for targets, small in candidates(cfg, scores, space):
+    """The ``top_k`` feasible candidates with the most parameters (closest to the budget),
+    one per architecture (targets that shrink to the same config are one candidate).
+
+    Refuses a parameter budget at or above the source's size when no memory budget is
+    given (the "best" candidate would be the unpruned model) and, when nothing fits,
+    names the smallest candidate and the settings that bound it."""
+    key = "active" if budget.active else "total"
+    limit = check_budget(model.config, budget)
+    feasible: dict = {}
+    smallest = (math.inf, math.inf)
+    for targets, small in candidates(model.config, scores, space):
         c = count_params(small)
         mem = memory_bytes(small, batch=budget.batch, context=budget.context)["total"]
-        if c["active" if budget.active else "total"] > limit:
+        smallest = (min(smallest[0], c[key]), min(smallest[1], mem))
+        if c[key] > limit:
             continue
         if budget.memory_gb is not None and mem > budget.memory_gb * 1e9:
             continue
-        feasible.append(Candidate(targets, c["total"], c["active"], mem))
+        feasible.setdefault(small, Candidate(targets, c["total"], c["active"], mem))
     if not feasible:
+        raise UserError(_nothing_fits(limit, key, budget, space, smallest))
+    attr = "active" if budget.active else "params"
+    ranked = sorted(feasible.values(), key=lambda c: getattr(c, attr), reverse=True)
+    return ranked[:top_k]
+
+
+def check_budget(cfg, budget: Budget) -> float:
+    """The parameter limit of ``budget`` for source ``cfg``; refuses a budget that admits
+    the unpruned model (it would be chosen as best). Cheap: call it before calibrating."""
+    key = "active" if budget.active else "total"
+    src = count_params(cfg)[key]
+    limit = budget.params * (src if budget.params <= 1 else 1)
+    if _fits(cfg, src, limit, budget):
         raise UserError(
-            f"no candidate fits the budget ({limit:,.0f} params"
+            f"search: the budget ({describe(budget.params)}, {limit:,.0f} {key} params"
             + (f", {budget.memory_gb} GB" if budget.memory_gb else "")
-            + ")"
+            + f") admits the unpruned model ({src:,} {key} params), which would be chosen as "
+            "best; give a smaller --params (e.g. 0.6, or a count below the source's)"
         )
-    feasible.sort(key=lambda c: c.active if budget.active else c.params, reverse=True)
-    return feasible[:top_k]
+    return limit
+
+
+def _fits(cfg, count: int, limit: float, budget: Budget) -> bool:
+    if count > limit:
+        return False
+    if budget.memory_gb is None:
+        return True
+    mem = memory_bytes(cfg, batch=budget.batch, context=budget.context)["total"]
+    return mem <= budget.memory_gb * 1e9
+
+
+def _nothing_fits(
+    limit: float, key: str, budget: Budget, space: SearchSpace, smallest: tuple[float, float]
+) -> str:
+    bounds = f"--max-prune {space.max_prune} and --divisor {space.divisor}"
+    fix = "raise --max-prune (below 1) or lower --divisor"
+    if smallest[0] > limit:
+        return (
+            f"no candidate fits the budget ({limit:,.0f} {key} params): the smallest candidate "
+            f"has {smallest[0]:,.0f}, bounded by {bounds}; {fix}, or raise --params"
+        )
+    return (
+        f"no candidate fits the budget ({limit:,.0f} {key} params, {budget.memory_gb} GB at "
+        f"batch {budget.batch} x context {budget.context}): the smallest candidate needs "
+        f"{smallest[1] / 1e9:.3g} GB, bounded by {bounds}; raise --memory-gb, or {fix}"
+    )
 
 
 def decode_ms(model: HybridLM, context: int = 64, reps: int = 5) -> float:
@@ -104,14 +149,18 @@ def evaluate(
     distill: Callable[[HybridLM], HybridLM] | None = None,
     batch_size: int = 8,
     depth: str = "depth_block_influence",
+    progress: Callable[[int, int, Candidate], None] | None = None,
 ) -> list[Candidate]:
-    """Prune each candidate, measure LM loss (and after ``distill``) and decode latency."""
-    for c in cands:
+    """Prune each candidate, measure LM loss (and after ``distill``) and decode latency;
+    ``progress(i, n, candidate)`` is called after each one is scored (i from 1)."""
+    for i, c in enumerate(cands, 1):
         small = prune(model, scores, c.targets, depth)
         c.loss = evaluate_lm_loss(small, rows, batch_size=batch_size)["loss"]
         if distill is not None:
             c.distilled_loss = evaluate_lm_loss(distill(small), rows, batch_size=batch_size)["loss"]
         c.decode_ms = decode_ms(small)
+        if progress is not None:
+            progress(i, len(cands), c)
     return cands
 
 
