@@ -25,6 +25,7 @@ traceback (exit 1).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jaxprune.errors import UserError
@@ -88,7 +89,11 @@ def one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    try:
+        return run_command(build_parser().parse_args(argv))
+    except BrokenPipeError:  # `jaxprune info ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ def add_dataclass_args(
     defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add one flag per field of dataclass ``cls`` (``seq_len`` -> ``--seq-len``) with the
-    field's type (or ``metadata["parse"]``), default and ``metadata["help"]``. ``only``
-    picks fields; ``required`` fields get no default; ``defaults`` overrides a default for
-    this command only."""
+    field's type (or ``metadata["parse"]``), default, ``metadata["help"]`` and
+    ``metadata["choices"]``. ``only`` picks fields; ``required`` fields get no default;
+    ``defaults`` overrides a default for this command only."""
     hints = typing.get_type_hints(cls)
     wanted = None if only is None else list(only)
     required = set(required)
@@ -51,6 +51,8 @@ def add_dataclass_args(
             kw["default"] = argparse.SUPPRESS  # no "(default: None)" in --help
         else:
             kw["default"] = (defaults or {}).get(name, _default(f))
+        if "choices" in f.metadata:
+            kw["choices"] = tuple(f.metadata["choices"])
         if "parse" in f.metadata:
             kw["type"] = _argtype(f.metadata["parse"])
         elif tp is bool:

@@ -41,11 +41,11 @@ class ScoreConfig:
     seq_len: int = field(default=512, metadata={"help": "tokens per calibration sequence"})
     batch_size: int = field(default=8, metadata={"help": "sequences per calibration batch"})
     aggregation: str = field(
-        default="l2", metadata={"help": "over samples: " + ", ".join(AGGREGATIONS)}
+        default="l2", metadata={"help": "over samples", "choices": AGGREGATIONS}
     )
     depth_method: str = field(
         default="block_influence",
-        metadata={"help": "depth ranking used to drop layers: " + ", ".join(DEPTH_METHODS)},
+        metadata={"help": "depth ranking used to drop layers", "choices": tuple(DEPTH_METHODS)},
     )
     depth_batches: int = field(
         default=4, metadata={"help": "batches used by the loss / nmse depth rankings"}
