@@ -14,7 +14,7 @@ from jaxprune.counts import count_params
 from jaxprune.nn.model import init_model
 from jaxprune.pruning.targets import decoder_layers
 from jaxprune.testing.configs import compress_config
-from jaxprune.train import TrainConfig
+from jaxprune.testing.train import tiny_train_config
 
 
 def _target_value(cfg: ModelConfig, key: str) -> int:
@@ -52,16 +52,7 @@ def test_compress_with_a_budget_meets_it_and_builds_the_chosen_targets(source, t
 
     src, data = source
     out = tmp_path / "out"
-    distill = TrainConfig(
-        steps=2,
-        batch_size=4,
-        seq_len=16,
-        compute_dtype="float32",
-        teacher_dtype="float32",
-        save_every=2,
-        mesh=(1, 1, 1),
-        progress=False,
-    )
+    distill = tiny_train_config()
     cfg = CompressConfig(
         model=str(src),
         data=str(data),

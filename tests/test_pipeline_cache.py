@@ -16,19 +16,10 @@ from jaxprune.pipeline.cache import StageCache
 from jaxprune.pruning.scoring import ScoreConfig
 from jaxprune.search.run import SearchConfig
 from jaxprune.testing.configs import compress_config
-from jaxprune.train import TrainConfig
+from jaxprune.testing.train import tiny_train_config
 
 TARGETS = {"hidden_size": 24, "intermediate_size": 32, "mamba_num_heads": 2}
-TRAIN = TrainConfig(
-    steps=2,
-    batch_size=4,
-    seq_len=16,
-    compute_dtype="float32",
-    teacher_dtype="float32",
-    save_every=2,
-    mesh=(1, 1, 1),
-    progress=False,
-)
+TRAIN = tiny_train_config()
 
 
 @pytest.fixture

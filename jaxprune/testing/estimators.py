@@ -64,7 +64,7 @@ def attention(cfg: AttentionConfig, p: Params, x: np.ndarray) -> tuple[np.ndarra
         q, k = _rms(q, p["q_norm"], cfg.norm_eps), _rms(k, p["k_norm"], cfg.norm_eps)
     if cfg.rope is not None:
         if cfg.rope.scaling != "default":
-            raise NotImplementedError("numpy reference: default RoPE only")
+            raise ValueError("the numpy reference covers default RoPE only")
         q, k = (
             _rope(q, cfg.rope.theta, cfg.rope.rotary_dim),
             _rope(k, cfg.rope.theta, cfg.rope.rotary_dim),
@@ -173,7 +173,7 @@ def moe(cfg: MoEConfig, p: Params, x: np.ndarray) -> tuple[np.ndarray, dict]:
     """x (b, T, d) -> (output, {"assign": [(token, expert, hidden (F,), out (d,))],
     "shared_mlp": shared expert hidden (b, T, F_s) or absent})."""
     if cfg.latent:
-        raise NotImplementedError("numpy reference: no latent MoE")
+        raise ValueError("the numpy reference covers no latent MoE")
     b, t, d = x.shape
     flat = x.reshape(b * t, d)
     w, idx = _route(cfg, p, flat)

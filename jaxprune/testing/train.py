@@ -100,3 +100,18 @@ def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_
     student = init_model(small_config(24), 0)
     teacher = init_model(small_config(32, "M-*-"), 1)
     return run(cfg, student=student, teacher=teacher, train_source=corpus(), out=out, resume=resume)
+
+
+def tiny_train_config(**kw) -> TrainConfig:
+    """A 2-step fp32 single-device run on 4 x 16-token rows, for pipeline tests."""
+    base = dict(
+        steps=2,
+        batch_size=4,
+        seq_len=16,
+        compute_dtype="float32",
+        teacher_dtype="float32",
+        save_every=2,
+        mesh=(1, 1, 1),
+        progress=False,
+    )
+    return TrainConfig(**{**base, **kw})
