@@ -35,6 +35,11 @@ class Budget:
     batch: int = 1
     context: int = 4096
 
+    def limit(self, cfg) -> float:
+        """The parameter limit for source ``cfg`` (total, or active with ``active``)."""
+        src = count_params(cfg)["active" if self.active else "total"]
+        return self.params * (src if self.params <= 1 else 1)
+
 
 @dataclass
 class Candidate:
@@ -86,7 +91,7 @@ def check_budget(cfg, budget: Budget) -> float:
     the unpruned model (it would be chosen as best). Cheap: call it before calibrating."""
     key = "active" if budget.active else "total"
     src = count_params(cfg)[key]
-    limit = budget.params * (src if budget.params <= 1 else 1)
+    limit = budget.limit(cfg)
     if _fits(cfg, src, limit, budget):
         raise UserError(
             f"search: the budget ({describe(budget.params)}, {limit:,.0f} {key} params"

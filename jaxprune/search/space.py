@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -126,3 +127,50 @@ def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
         for k, v in zip(keys, values, strict=True):
             kept.update(per_axis[(k, v)])
         yield dict(zip(keys, values, strict=True)), shrink_config(cfg, kept)
+
+
+def smallest_candidate(cfg: ModelConfig, space: SearchSpace) -> tuple[dict, ModelConfig, int]:
+    """(the narrowest value of every axis, the config with those widths and every block,
+    the fewest layers (HF numbering) the search may keep)."""
+    lo = {k: min(v) for k, v in axis_choices(cfg, space).items()}
+    layers = []
+    for layer in cfg.layers:
+        if isinstance(layer, MLPConfig) and "intermediate_size" in lo:
+            layer = dataclasses.replace(layer, intermediate=lo["intermediate_size"])
+        elif isinstance(layer, AttentionConfig) and "num_attention_heads" in lo:
+            layer = dataclasses.replace(layer, num_heads=lo["num_attention_heads"])
+        elif isinstance(layer, Mamba2Config):
+            layer = dataclasses.replace(
+                layer,
+                num_heads=lo.get("mamba_num_heads", layer.num_heads),
+                head_dim=lo.get("mamba_head_dim", layer.head_dim),
+            )
+        elif isinstance(layer, MoEConfig):
+            e = lo.get("n_routed_experts", layer.num_experts)
+            layer = dataclasses.replace(
+                layer,
+                num_experts=e,
+                top_k=min(layer.top_k, e),
+                intermediate=lo.get("moe_intermediate_size", layer.intermediate),
+            )
+        layers.append(layer)
+    small = cfg.replace(hidden=lo.get("hidden_size", cfg.hidden), layers=tuple(layers))
+    pairs = decoder_layers(cfg)
+    n = len(cfg.layers) // 2 if pairs else len(cfg.layers)
+    return lo, small, lo.get("num_hidden_layers", n)
+
+
+def lower_bound(cfg: ModelConfig, keep: int, cost) -> float:
+    """The least ``cost`` of ``cfg`` with only ``keep`` layers: the dearest ones dropped
+    (costs are additive over blocks, so each layer's is what removing it saves)."""
+    size = 2 if decoder_layers(cfg) else 1
+    units = [tuple(range(i, i + size)) for i in range(0, len(cfg.layers), size)]
+    if keep >= len(units):
+        return cost(cfg)
+    full = cost(cfg)
+
+    def without(unit):
+        return cfg.replace(layers=tuple(x for j, x in enumerate(cfg.layers) if j not in unit))
+
+    saved = sorted((full - cost(without(u)) for u in units), reverse=True)
+    return full - sum(saved[: len(units) - keep])
