@@ -1,7 +1,13 @@
 """``jaxprune importance``, ``prune`` and ``search``: thin commands over
 :func:`jaxprune.pruning.scoring.score_model`, :func:`jaxprune.pruning.prune.prune` and
 :func:`jaxprune.search.run.run_search`; their calibration and search flags are generated
-from :class:`ScoreConfig` and :class:`SearchConfig`."""
+from :class:`ScoreConfig` and :class:`SearchConfig`.
+
+The ablation switches are ScoreConfig fields too (:mod:`jaxprune.pruning.ranking`):
+``--ranking random --seed N`` prunes by random rankings with the same group structure
+(``importance`` writes them to the scores file; ``prune`` / ``search`` apply them to
+``--scores`` as well), and ``--mamba-grouping unaware`` ranks Mamba heads across their B/C
+groups when pruning (``prune``, ``search``)."""
 
 from __future__ import annotations
 
@@ -36,13 +42,28 @@ def _score(loaded, args: argparse.Namespace):
 
 
 def _scores(loaded, args: argparse.Namespace):
-    """Scores from ``--scores FILE`` or, with ``--data``, calibrated now."""
-    from jaxprune.pruning.scoring import Scores
+    """Scores from ``--scores FILE`` (ranked as ``--ranking`` says) or, with ``--data``,
+    calibrated now."""
+    from jaxprune.pruning.scoring import Scores, with_ranking
 
     if args.scores:
         _scores_file(args.scores)
-        return Scores.load(args.scores, loaded.config)
+        cfg = dataclass_from_args(ScoreConfig, args)
+        return with_ranking(Scores.load(args.scores, loaded.config), cfg)
     return _score(loaded, args)
+
+
+def _switches(args: argparse.Namespace) -> ScoreConfig:
+    """The checked ScoreConfig of a pruning command; says which ablation switch is on."""
+    cfg = dataclass_from_args(ScoreConfig, args)
+    if cfg.ranking != "importance" or cfg.mamba_grouping != "aware":
+        print(
+            f"ranking: {cfg.ranking}"
+            + (f" (seed {cfg.seed})" if cfg.ranking == "random" else "")
+            + f"; mamba grouping: {cfg.mamba_grouping}",
+            file=sys.stderr,
+        )
+    return cfg
 
 
 def _scores_file(path: str) -> None:
@@ -59,6 +80,11 @@ def cmd_importance(args: argparse.Namespace) -> int:
 
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a directory; give a file name such as scores.npz")
+    if dataclass_from_args(ScoreConfig, args).mamba_grouping != "aware":
+        raise UserError(
+            "--mamba-grouping applies when pruning (scores do not depend on it); "
+            "pass it to `jaxprune prune` or `search`"
+        )
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     sc = _score(loaded, args)
     path = sc.save(args.out, loaded.config)
@@ -78,6 +104,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     if bool(args.scores) == bool(args.data):
         raise UserError("give exactly one of --scores or --data")
+    switches = _switches(args)
     targets = parse_targets(args.target)
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     model = loaded.model
@@ -86,7 +113,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     depth = "depth_block_influence"
     if "num_hidden_layers" in targets:
         depth = sc.depth(args.depth_method)
-    small = prune(model, sc.scores, targets, depth)
+    small = prune(model, sc.scores, targets, depth, switches.mamba_grouping)
     save_native(
         args.out, small, family=loaded.family, hf_config=loaded.hf_config, aux_dir=loaded.source
     )
@@ -110,6 +137,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     model = loaded.model
     search = dataclass_from_args(SearchConfig, args)
+    switches = _switches(args)
     check_budget(model.config, search.budget)  # before calibrating
     sc = _scores(loaded, args)
     depth = sc.depth(args.depth_method)
@@ -122,13 +150,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         search,
         batch_size=args.batch_size,
         depth=depth,
+        mamba_grouping=switches.mamba_grouping,
         progress=_print_candidate,
     )
     with atomic_output_dir(Path(args.out)) as tmp:
         result.write(tmp)
         save_native(
             tmp / "best",
-            prune(model, sc.scores, result.best.targets, depth),
+            prune(model, sc.scores, result.best.targets, depth, switches.mamba_grouping),
             family=loaded.family,
             hf_config=loaded.hf_config,
             aux_dir=loaded.source,

@@ -51,8 +51,9 @@ OUTPUTS = {
 class CompressConfig:
     """One compression run. ``targets`` (HF config names) or ``search`` (a budgeted
     architecture search) decide the student architecture; ``calibration`` says how
-    importance is estimated (aggregation, depth ranking, samples), exactly as the
-    ``importance`` command's flags do."""
+    importance is estimated (aggregation, depth ranking, samples) and which ablation
+    switches prune (``ranking`` / ``seed``, ``mamba_grouping``), exactly as the
+    ``importance`` / ``prune`` flags do."""
 
     model: str
     data: str
@@ -171,7 +172,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
         if cfg.search is not None:
             result = search_with(
                 teacher, scores.scores, inp.eval_rows, cfg.search,
-                batch_size=calib.batch_size, depth=depth,
+                batch_size=calib.batch_size, depth=depth, mamba_grouping=calib.mamba_grouping,
             )  # fmt: skip
             with atomic_output_dir(out / "search") as tmp:
                 result.write(tmp)
@@ -183,7 +184,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     pruned_dir = out / "pruned"
     key, action = cache.enter("prune", f"prune to {targets}", {"architecture": key})
     if action == "run":
-        small = prune(teacher, scores.scores, targets, depth)
+        small = prune(teacher, scores.scores, targets, depth, calib.mamba_grouping)
         save_native(
             pruned_dir, small, family=src.family, hf_config=src.hf_config, aux_dir=src.source
         )

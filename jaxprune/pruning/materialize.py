@@ -12,6 +12,7 @@ from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.nn.state import model_from_params, model_params
 from jaxprune.pruning.groups import groups
+from jaxprune.pruning.ranking import head_orders
 
 
 def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
@@ -95,9 +96,17 @@ def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConf
 def slice_params(
     params: Mapping[str, np.ndarray], cfg: ModelConfig, kept: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Slice every member axis of every group; drop and renumber blocks for ``depth``."""
+    """Slice every member axis of every group; drop and renumber blocks for ``depth``.
+    A head order (``blocks.<i>.mamba_head_order``, unaware grouping) permutes that block's
+    heads first (:mod:`jaxprune.pruning.ranking`)."""
     out = dict(params)
+    orders = head_orders(kept)
     for g in groups(cfg, set(params)):
+        if g.name in orders:
+            if len(orders[g.name]) != g.size:
+                raise UserError(f"group {g.name}: head order of length {len(orders[g.name])}")
+            for path, axis in g.members:
+                out[path] = np.take(out[path], orders[g.name], axis=axis)
         if g.name not in kept:
             continue
         idx = np.sort(np.asarray(kept[g.name], int))

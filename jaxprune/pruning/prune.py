@@ -1,4 +1,7 @@
-"""Scores + targets -> kept indices per group (group-aware rankings) -> a smaller model."""
+"""Scores + targets -> kept indices per group (group-aware rankings) -> a smaller model.
+
+The ablation switches (random rankings, group-unaware Mamba heads) are described in
+:mod:`jaxprune.pruning.ranking`."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import numpy as np
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning.materialize import materialize
+from jaxprune.pruning.ranking import ORDER, check_switches, regroup
 from jaxprune.pruning.targets import decoder_layers, target_for, validate_targets
 
 
@@ -24,12 +28,27 @@ def top_per_group(score: np.ndarray, groups: int, k: int) -> np.ndarray:
     )
 
 
-def mamba_keep(s: np.ndarray, n_groups: int, heads: int, head_dim: int):
+def mamba_keep(s: np.ndarray, n_groups: int, heads: int, head_dim: int, grouping="aware"):
     """Minitron-SSM: channels by one ranking shared by all heads, then heads on the kept
-    channels within each group. s (H, P) -> (kept heads, kept channels)."""
+    channels within each group. s (H, P) -> (kept heads, kept channels). ``grouping=
+    "unaware"``: heads ranked globally, ignoring groups (see :mod:`jaxprune.pruning.ranking`)."""
     channels = top(np.linalg.norm(s, axis=0), head_dim)
     head_score = np.linalg.norm(s[:, channels], axis=1)
+    if grouping == "unaware":
+        return top(head_score, heads), channels
     return top_per_group(head_score, n_groups, heads // n_groups), channels
+
+
+def _mamba(b: str, s: np.ndarray, layer: Mamba2Config, heads: int, dim: int, grouping: str):
+    """The kept-index entries of one Mamba block (a head order when regrouped)."""
+    kept_heads, channels = mamba_keep(s, layer.n_groups, heads, dim, grouping)
+    out = {b + "mamba_channels": channels}
+    if grouping == "unaware":
+        kept_heads, order = regroup(kept_heads, layer.num_heads, layer.n_groups)
+        if order is not None:
+            out[b + ORDER] = order
+    out[b + "mamba_heads"] = kept_heads
+    return out
 
 
 def attention_keep(
@@ -48,8 +67,18 @@ def attention_keep(
     return {b + "heads": kept, b + "kv_heads": groups}
 
 
-def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_block_influence"):
-    """Kept indices per group for ``targets`` (HF config names); see ``targets.KEYS``."""
+def plan(
+    cfg: ModelConfig,
+    scores: dict,
+    targets: dict,
+    depth: str = "depth_block_influence",
+    mamba_grouping: str = "aware",
+):
+    """Kept indices per group for ``targets`` (HF config names); see ``targets.KEYS``.
+    ``mamba_grouping``: ``aware`` or ``unaware`` (:mod:`jaxprune.pruning.ranking`; random
+    ranking is a property of the ``scores``: :func:`~jaxprune.pruning.ranking.random_scores`).
+    """
+    check_switches("importance", 0, mamba_grouping)
     validate_targets(cfg, targets)
     kept: dict[str, np.ndarray] = {}
     t = targets
@@ -78,13 +107,16 @@ def plan(cfg: ModelConfig, scores: dict, targets: dict, depth: str = "depth_bloc
         elif isinstance(layer, Mamba2Config) and (
             want("mamba_num_heads") or want("mamba_head_dim")
         ):
-            heads, channels = mamba_keep(
-                scores[b + "mamba"],
-                layer.n_groups,
-                want("mamba_num_heads") or layer.num_heads,
-                want("mamba_head_dim") or layer.head_dim,
+            kept.update(
+                _mamba(
+                    b,
+                    scores[b + "mamba"],
+                    layer,
+                    want("mamba_num_heads") or layer.num_heads,
+                    want("mamba_head_dim") or layer.head_dim,
+                    mamba_grouping,
+                )
             )
-            kept[b + "mamba_heads"], kept[b + "mamba_channels"] = heads, channels
         elif isinstance(layer, MoEConfig):
             if want("n_routed_experts"):
                 kept[b + "experts"] = top_per_group(
@@ -119,7 +151,14 @@ def _dropped_blocks(cfg: ModelConfig, scores: dict, t: dict, depth: str) -> set[
     return {b for i in layers for b in ((2 * i, 2 * i + 1) if pairs else (i,))}
 
 
-def prune(model: HybridLM, scores: dict, targets: dict, depth: str = "depth_block_influence"):
+def prune(
+    model: HybridLM,
+    scores: dict,
+    targets: dict,
+    depth: str = "depth_block_influence",
+    mamba_grouping: str = "aware",
+):
     """The materialized pruned model. ``targets`` are validated first (:func:`validate_targets`):
-    an unknown key or a value out of range is a UserError, never a silent no-op."""
-    return materialize(model, plan(model.config, scores, targets, depth))
+    an unknown key or a value out of range is a UserError, never a silent no-op.
+    ``mamba_grouping``: see :func:`plan`."""
+    return materialize(model, plan(model.config, scores, targets, depth, mamba_grouping))

@@ -6,6 +6,12 @@ sharded over the data axis of a mesh when one is given or when several devices a
 present), turns them into per-group scores with the chosen aggregation, and adds the
 requested depth rankings. The result is a :class:`Scores` record that saves to and loads
 from one ``.npz`` (see :mod:`jaxprune.pruning.scores_io`).
+
+:class:`ScoreConfig` also carries the ablation switches (:mod:`jaxprune.pruning.ranking`):
+``ranking="random"`` with ``seed`` makes :func:`score_with` (and :func:`with_ranking` on
+loaded scores) return random rankings of the same shapes, pruned with the same group
+structure; ``mamba_grouping="unaware"`` is passed to ``prune`` / ``plan`` by the commands
+and the pipeline (scores do not depend on it).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning import depth
 from jaxprune.pruning.importance import AGGREGATIONS, calibrate, scores
+from jaxprune.pruning.ranking import GROUPINGS, RANKINGS, check_switches, ranked_scores
 from jaxprune.pruning.scores_io import load_scores, save_scores
 
 #: depth method name -> the score key it writes.
@@ -50,6 +57,24 @@ class ScoreConfig:
     depth_batches: int = field(
         default=4, metadata={"help": "batches used by the loss / nmse depth rankings"}
     )
+    ranking: str = field(
+        default="importance",
+        metadata={
+            "help": "what decides the kept units: the calibrated importance, or random "
+            "scores from --seed (same group structure; an ablation baseline)",
+            "choices": RANKINGS,
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed of --ranking random"})
+    mamba_grouping: str = field(
+        default="aware",
+        metadata={
+            "help": "aware: Mamba heads kept within each B/C group; unaware: ranked across "
+            "groups, the top k reshaped into n_groups groups in index order, so some heads "
+            "read another group's B/C (an ablation; used when pruning)",
+            "choices": GROUPINGS,
+        },
+    )
 
     def __post_init__(self):
         for name in ("samples", "seq_len", "batch_size", "depth_batches"):
@@ -67,6 +92,10 @@ class ScoreConfig:
                 f"calibration: depth method {self.depth_method!r}; choose from "
                 + ", ".join(DEPTH_METHODS)
             )
+        try:
+            check_switches(self.ranking, self.seed, self.mamba_grouping)
+        except UserError as e:
+            raise UserError(f"calibration: {e}") from None
 
     @property
     def depth_key(self) -> str:
@@ -170,9 +199,20 @@ def score_model(
     return Scores(sc, stats, info)
 
 
+def with_ranking(sc: Scores, cfg: ScoreConfig) -> Scores:
+    """``sc`` as ``cfg.ranking`` ranks: unchanged for ``importance``; for ``random`` its
+    rankings replaced by :func:`~jaxprune.pruning.ranking.random_scores` from ``cfg.seed``
+    (the statistics are kept; ``meta`` records ranking and seed). Idempotent."""
+    if cfg.ranking == "importance":
+        return sc
+    meta = {**sc.meta, "ranking": cfg.ranking, "seed": int(cfg.seed)}
+    return Scores(ranked_scores(sc.scores, cfg.ranking, cfg.seed), sc.stats, meta)
+
+
 def score_with(model: HybridLM, rows: np.ndarray, cfg: ScoreConfig, **kw) -> Scores:
-    """:func:`score_model` with the settings of a :class:`ScoreConfig`."""
-    return score_model(
+    """:func:`score_model` with the settings of a :class:`ScoreConfig`, ranked as
+    ``cfg.ranking`` says (:func:`with_ranking`)."""
+    sc = score_model(
         model,
         rows,
         aggregation=cfg.aggregation,
@@ -181,4 +221,5 @@ def score_with(model: HybridLM, rows: np.ndarray, cfg: ScoreConfig, **kw) -> Sco
         depth_batches=cfg.depth_batches,
         **kw,
     )
+    return with_ranking(sc, cfg)
 

@@ -99,12 +99,14 @@ def run_search(
     distill_lr: float = 1e-3,
     batch_size: int = 8,
     depth: str = "depth_block_influence",
+    mamba_grouping: str = "aware",
     progress: Callable[[int, int, Candidate], None] | None = None,
 ) -> SearchResult:
     """Shortlist the ``top_k`` largest candidates within ``budget``, score each by LM loss
     on ``rows`` (N, T) (after ``distill_steps`` of distillation from ``model`` when > 0)
     and by decode latency; the best is the lowest final loss. ``progress(i, n, candidate)``
-    is called after each candidate is scored (the ``search`` command prints a line)."""
+    is called after each candidate is scored (the ``search`` command prints a line).
+    ``mamba_grouping``: how candidates are pruned (see ``pruning.prune.plan``)."""
     cands = shortlist(model, scores, budget, space, top_k)
     distill = None
     if distill_steps:
@@ -119,6 +121,7 @@ def run_search(
         distill=distill,
         batch_size=batch_size,
         depth=depth,
+        mamba_grouping=mamba_grouping,
         progress=progress,
     )
     best = min(cands, key=lambda c: c.final_loss)

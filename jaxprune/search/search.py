@@ -154,12 +154,14 @@ def evaluate(
     distill: Callable[[HybridLM], HybridLM] | None = None,
     batch_size: int = 8,
     depth: str = "depth_block_influence",
+    mamba_grouping: str = "aware",
     progress: Callable[[int, int, Candidate], None] | None = None,
 ) -> list[Candidate]:
-    """Prune each candidate, measure LM loss (and after ``distill``) and decode latency;
-    ``progress(i, n, candidate)`` is called after each one is scored (i from 1)."""
+    """Prune each candidate (``mamba_grouping``: see ``pruning.prune.plan``), measure LM
+    loss (and after ``distill``) and decode latency; ``progress(i, n, candidate)`` is
+    called after each one is scored (i from 1)."""
     for i, c in enumerate(cands, 1):
-        small = prune(model, scores, c.targets, depth)
+        small = prune(model, scores, c.targets, depth, mamba_grouping)
         c.loss = evaluate_lm_loss(small, rows, batch_size=batch_size)["loss"]
         if distill is not None:
             c.distilled_loss = evaluate_lm_loss(distill(small), rows, batch_size=batch_size)["loss"]
