@@ -222,4 +222,3 @@ def score_with(model: HybridLM, rows: np.ndarray, cfg: ScoreConfig, **kw) -> Sco
         **kw,
     )
     return with_ranking(sc, cfg)
-
