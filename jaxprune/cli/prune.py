@@ -113,13 +113,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_budget(model.config, search.budget)  # before calibrating
     sc = _scores(loaded, args)
     depth = sc.depth(args.depth_method)
-    scored_on = args.eval_data or args.data
-    rows = _rows(loaded, scored_on, args.seq_len, max(search.eval_samples, 1))
+    rows = _rows(loaded, args.data, args.seq_len, max(search.eval_samples, 1))
     data = {
-        "data": scored_on,
+        "data": args.data,
         "rows": int(rows.shape[0]),
         "seq_len": int(rows.shape[1]),
-        "calibration_data": args.eval_data is None and not args.scores,
+        "calibration_data": not args.scores,  # calibrated now, on the same --data
     }
     print(f"search: budget {describe(search.params)}", file=sys.stderr)
     result = search_with(
@@ -190,9 +189,6 @@ def add_parsers(sub) -> None:
     sp.add_argument("model")
     sp.add_argument("--scores", help="scores from `jaxprune importance` (else calibrate)")
     sp.add_argument("--out", required=True)
-    sp.add_argument(
-        "--eval-data", default=None, help="held-out rows to score candidates on (default: --data)"
-    )
     add_dataclass_args(sp, SearchConfig, required=("params",))
     _calibration_args(sp, required=True)
     sp.set_defaults(fn=cmd_search)

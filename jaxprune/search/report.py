@@ -26,11 +26,15 @@ def data_lines(data: dict | None) -> list[str]:
     out = [f"Candidates scored on: `{data['data']}` ({data['rows']:,} rows x "
            f"{data['seq_len']:,} tokens)."]  # fmt: skip
     if data.get("training_data") or data.get("calibration_data"):
-        what = "training" if data.get("training_data") else "calibration"
+        if data.get("training_data"):
+            what, fix = "training", "give `eval_data` (held-out rows) to `compress`"
+        else:
+            what = "calibration"
+            fix = "calibrate apart (`jaxprune importance`, then `search --scores`)"
         out += [
             "",
             f"**Warning: scored on the {what} data**: the losses may flatter every "
-            "candidate; give held-out data (`--eval-data` / `eval_data`) to rank fairly.",
+            f"candidate; to rank on held-out rows, {fix}.",
         ]
     return out
 
