@@ -218,13 +218,13 @@ def _model_spec(model: Any, work: Path, tokenizer: Any, *, needs_tokenizer: bool
 
 
 def _data_path(data: Any, work: Path, name: str, tok) -> str:
-    """A path as given; token ids or strings written to ``work/<name>.npy``."""
+    """A path as given; token ids or strings written to ``work/in-memory-<name>.npy``."""
     if isinstance(data, (str, Path)):
         return str(data)
     if _is_text(data):
         arr = np.concatenate([_encode(tok, s) for s in data])
     else:
         arr = _token_ids(data, f"compress: {name}")
-    path = work / f"{name}.npy"
+    path = work / f"in-memory-{name}.npy"  # the report names it so
     np.save(path, arr)
     return str(path)
