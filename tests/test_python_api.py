@@ -126,6 +126,8 @@ def test_example_script_functions(tmp_path):
     assert hf_cfg["intermediate_size"] == 96 and hf_cfg["num_hidden_layers"] == 3
     res = ex.one_call(tmp_path / "run")
     assert res.out == tmp_path / "run" and (res.out / "report.md").is_file()
+    md = (res.out / "report.md").read_text()
+    assert "in-memory-eval.npy` (8 rows x 33 tokens)" in md and "Warning" not in md
     assert res.targets == ex.TARGETS
     assert [r["model"] for r in res.rows] == ["teacher", "pruned", "distilled"]
     saved, _ = jaxprune.load_model(res.out / "student")

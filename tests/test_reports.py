@@ -122,3 +122,20 @@ def test_bench_with_one_prompt_length_is_a_table_not_a_plot(tmp_path, prompt_len
     written = write_report(_bench(prompt_lens), tmp_path)
     assert any("one prompt length: no plot" in w for w in written)
     assert not (tmp_path / "bench.png").exists() and (tmp_path / "bench.md").is_file()
+
+
+def test_compress_knows_when_it_evaluates_on_the_training_data(tmp_path):
+    import numpy as np
+
+    from jaxprune.pipeline.compress import CompressConfig, _eval_data
+
+    rows = np.zeros((8, 16), np.int32)
+    base = {"model": "tiny-llama", "data": str(tmp_path / "a.npy"), "out": str(tmp_path / "o")}
+    cfg = CompressConfig(**base, targets={"hidden_size": 32})
+    assert _eval_data(cfg, rows) == {
+        "data": base["data"], "rows": 8, "seq_len": 16, "training_data": True,
+    }  # fmt: skip
+    same = CompressConfig(**base, targets={"hidden_size": 32}, eval_data=base["data"])
+    assert _eval_data(same, rows)["training_data"] is True
+    other = CompressConfig(**base, targets={"hidden_size": 32}, eval_data=str(tmp_path / "b"))
+    assert _eval_data(other, rows)["training_data"] is False
