@@ -74,12 +74,14 @@ def compress(
     (``distill={"steps": 50}``, ``calibration={"samples": 64}``,
     ``search={"params": 0.5}``). With ``out``, the stages are cached there exactly as the
     command caches them (in-memory inputs are written to a temporary file per call, so a
-    rerun recomputes every stage). Bad input raises :class:`~jaxprune.errors.UserError`
+    rerun recomputes every stage; a model object is saved there too, as the pipeline reads
+    its model from disk). Bad input raises :class:`~jaxprune.errors.UserError`
     before any work.
     """
     with tempfile.TemporaryDirectory(prefix="jaxprune-") as tmp:
         work = Path(tmp)
-        spec, tok = _model_spec(model, work, tokenizer, needs_tokenizer=_is_text(data))
+        text = _is_text(data) or _is_text(eval_data)
+        spec, tok = _model_spec(model, work, tokenizer, needs_tokenizer=text)
         fields = {
             "model": spec,
             "data": _data_path(data, work, "data", tok),
