@@ -115,6 +115,16 @@ def _generate_text(args: argparse.Namespace, loaded, decoder) -> int:
     return 0
 
 
+def bench_names(specs: list[str]) -> list[str]:
+    """Row names: each model as given (a preset, or its path: ``runs/a/hf`` and
+    ``runs/b/hf`` stay apart), a repeated spec numbered."""
+    out, seen = [], {}
+    for spec in specs:
+        seen[spec] = seen.get(spec, 0) + 1
+        out.append(spec if seen[spec] == 1 else f"{spec} #{seen[spec]}")
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from jaxprune.inference.bench import run_bench
     from jaxprune.inference.report import to_markdown, write_report
@@ -123,9 +133,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.gen_len < 1 or args.repeats < 1:
         raise UserError("--gen-len and --repeats must be >= 1")
     models = []
-    for spec in args.models:
-        loaded = resolve_model(spec, seed=args.seed)
-        models.append((loaded.name, loaded.model))
+    for name, spec in zip(bench_names(args.models), args.models, strict=True):
+        models.append((name, resolve_model(spec, seed=args.seed).model))
 
     def progress(row: dict) -> None:
         if not args.json:

@@ -142,6 +142,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     sc = _scores(loaded, args)
     depth = sc.depth(args.depth_method)
     rows = _rows(loaded, args.data, args.seq_len, max(search.eval_samples, 1))
+    data = {
+        "data": args.data,
+        "rows": int(rows.shape[0]),
+        "seq_len": int(rows.shape[1]),
+        "calibration_data": not args.scores,  # calibrated now, on the same --data
+    }
     print(f"search: budget {describe(search.params)}", file=sys.stderr)
     result = search_with(
         model,
@@ -154,7 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress=_print_candidate,
     )
     with atomic_output_dir(Path(args.out)) as tmp:
-        result.write(tmp)
+        result.write(tmp, data=data)
         save_native(
             tmp / "best",
             prune(model, sc.scores, result.best.targets, depth, switches.mamba_grouping),

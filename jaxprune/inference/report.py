@@ -34,8 +34,12 @@ def to_markdown(report: dict) -> str:
     """A Markdown table with one line per (model, prompt length, batch) row of ``report``
     (from ``bench.run_bench``); ratios are against the first model."""
     head = [h for _, h, _ in _COLUMNS] + [h for _, h in _RATIOS]
+    base = baseline(report)
     lines = [
         f"device: {report['device']} ({report['backend']})",
+        "",
+        f"baseline: {base} (the first model; the x columns are each row over {base}'s row "
+        "at the same prompt length and batch)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
@@ -47,9 +51,17 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baseline(report: dict) -> str:
+    """The model the ratios are against: the first one."""
+    return report["rows"][0]["model"] if report["rows"] else "-"
+
+
 def plot(report: dict, path: str | Path) -> str | None:
     """Save decode throughput and cache bytes per sequence against prompt length, one line
-    per (model, batch), to ``path``. Returns None, or a note when matplotlib is missing."""
+    per (model, batch), to ``path``. Returns None, or a note when there is nothing to plot
+    (a single prompt length: the table is the report) or matplotlib is missing."""
+    if len({r["prompt_len"] for r in report["rows"]}) < 2:
+        return "one prompt length: no plot (a line needs two points); see bench.md"
     try:
         import matplotlib
 
@@ -58,18 +70,24 @@ def plot(report: dict, path: str | Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed: plot skipped"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    base = baseline(report)
     series: dict[tuple[str, int], list[dict]] = {}
     for r in report["rows"]:
         series.setdefault((r["model"], r["batch"]), []).append(r)
     for (model, batch), rows in series.items():
         rows = sorted(rows, key=lambda r: r["prompt_len"])
         xs = [r["prompt_len"] for r in rows]
-        label = f"{model} (batch {batch})"
-        axes[0].plot(xs, [r["decode_tok_s"] or 0 for r in rows], marker="o", label=label)
+        label = f"{model} (batch {batch}){' [baseline]' if model == base else ''}"
+        style = {"lw": 2.5} if model == base else {}
+        axes[0].plot(xs, [r["decode_tok_s"] or 0 for r in rows], marker="o", label=label, **style)
         axes[1].plot(xs, [r["cache_bytes_per_seq"] / 2**20 for r in rows], marker="o")
     axes[0].set(xlabel="prompt length", ylabel="decode tokens/s", title="decode throughput")
     axes[1].set(xlabel="prompt length", ylabel="MiB per sequence", title="cache size")
     axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(sorted({r["prompt_len"] for r in report["rows"]}))
+        ax.tick_params(labelsize=9)
+        ax.set_ylim(bottom=0)
     fig.suptitle(f"{report['device']} ({report['backend']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -87,6 +105,9 @@ def write_report(report: dict, out_dir: str | Path) -> list[str]:
     atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "bench.md", to_markdown(report))
     written = [str(out / "bench.json"), str(out / "bench.md")]
-    note = plot(report, out / "bench.png")
-    written.append(note if note else str(out / "bench.png"))
+    png = out / "bench.png"
+    note = plot(report, png)
+    if note and png.exists():  # a stale plot of an earlier run would contradict the table
+        png.unlink()
+    written.append(note if note else str(png))
     return written

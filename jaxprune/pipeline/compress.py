@@ -175,7 +175,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
                 batch_size=calib.batch_size, depth=depth, mamba_grouping=calib.mamba_grouping,
             )  # fmt: skip
             with atomic_output_dir(out / "search") as tmp:
-                result.write(tmp)
+                result.write(tmp, data=_eval_data(cfg, inp.eval_rows[: cfg.search.eval_samples]))
             targets = result.best.targets
         atomic_write_text(out / "arch.json", json.dumps({"targets": targets}, indent=2))
         cache.finish("architecture")
@@ -217,6 +217,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
         atomic_write_text(out / "eval.json", json.dumps({"rows": table}, indent=2))
         cache.finish("evaluation")
     summary = {"targets": targets, **json.loads((out / "eval.json").read_text())}
+    summary["eval"] = _eval_data(cfg, inp.eval_rows)
 
     exp = {"dtype": cfg.export_dtype, "model_type": cfg.export_model_type}
     _, action = cache.enter("export", "export", {"distillation": key, "export": exp})
@@ -292,47 +293,31 @@ def _train(
     )
 
 
+def _eval_data(cfg: CompressConfig, rows) -> dict:
+    """What the eval losses were measured on, and whether that is the training data."""
+    path = cfg.eval_data or cfg.data
+    same = cfg.eval_data is None or Path(cfg.eval_data).resolve() == Path(cfg.data).resolve()
+    n, t = rows.shape
+    return {"data": str(path), "rows": int(n), "seq_len": int(t), "training_data": same}
+
+
 def _write_report(out: Path, summary: dict) -> None:
-    lines = [
-        "# Compression report",
-        "",
-        f"Targets: `{summary['targets']}`",
-        "",
-        "| model | params | active | eval loss | ppl |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['model']} | {r['params']:,} | {r['active']:,} | {r['loss']:.4f} | {r['ppl']:.2f} |"
-        for r in summary["rows"]
-    ]
-    if "export" in summary:
-        lines += ["", f"HF export: {summary['export']}"]
-    if _plot(out / "report.png", summary["rows"]):
+    from jaxprune.pipeline.report import report_lines
+
+    lines = report_lines(summary)
+    if _plot(out / "report.png", summary):
         lines += ["", "![loss and parameters](report.png)"]
     if (out / "search" / "report.md").is_file():
         lines += ["", "Search: see [search/report.md](search/report.md)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot(path: Path, rows: list[dict]) -> bool:
-    """Bar charts of held-out loss and parameters per stage (skipped without matplotlib)."""
-    try:
-        import matplotlib
+def _plot(path: Path, summary: dict) -> bool:
+    """Loss and parameters per stage (skipped without matplotlib); see
+    :func:`jaxprune.pipeline.report.plot`."""
+    from jaxprune.pipeline.report import plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = [r["model"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.bar(names, [r["loss"] for r in rows], color="tab:blue")
-    a.set_ylabel("held-out loss (nats)")
-    b.bar(names, [r["params"] / 1e6 for r in rows], color="tab:gray")
-    b.set_ylabel("parameters (M)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return plot(path, summary)
 
 
 def _jsonable(cfg: CompressConfig) -> dict:

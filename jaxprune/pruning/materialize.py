@@ -9,14 +9,17 @@ import numpy as np
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.errors import UserError
+from jaxprune.layers import block_label
 from jaxprune.nn.model import HybridLM
 from jaxprune.nn.state import model_from_params, model_params
 from jaxprune.pruning.groups import groups
 from jaxprune.pruning.ranking import head_orders
 
 
-def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
-    """Group invariants: equal heads per query / SSM / routing group."""
+def _check_layer(cfg: ModelConfig, i: int, kept: Mapping[str, np.ndarray]) -> None:
+    """Group invariants: equal heads per query / SSM / routing group. Messages name the
+    block as :func:`jaxprune.layers.block_label` (the ``i`` of ``blocks.<i>.``)."""
+    layer, where = cfg.layers[i], block_label(cfg, i)
 
     def per_group(name: str, size: int, n: int) -> None:
         idx = kept.get(f"blocks.{i}.{name}")
@@ -25,7 +28,7 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
         counts = np.bincount(np.asarray(idx) // (size // n), minlength=n)
         if len(set(counts.tolist())) != 1:
             raise UserError(
-                f"block {i}: kept {name} must be equal in each of the {n} groups, "
+                f"{where}: kept {name} must be equal in each of the {n} groups, "
                 f"got {counts.tolist()}"
             )
 
@@ -35,15 +38,15 @@ def _check_layer(i: int, layer, kept: Mapping[str, np.ndarray]) -> None:
         if kv is not None and heads is not None:  # KV-group pruning: heads of kept groups only
             r = layer.num_heads // layer.num_kv_heads
             if not set(np.asarray(heads) // r) <= set(np.asarray(kv).tolist()):
-                raise UserError(f"block {i}: kept query heads belong to removed KV groups")
+                raise UserError(f"{where}: kept query heads belong to removed KV groups")
             counts = np.bincount(np.asarray(heads) // r, minlength=layer.num_kv_heads)[kv]
             if len(set(counts.tolist())) != 1:
                 raise UserError(
-                    f"block {i}: kept heads must be equal in each kept KV group, "
+                    f"{where}: kept heads must be equal in each kept KV group, "
                     f"got {counts.tolist()}"
                 )
         elif kv is not None:
-            raise UserError(f"block {i}: KV-group pruning must also give the kept query heads")
+            raise UserError(f"{where}: KV-group pruning must also give the kept query heads")
         else:
             per_group("heads", layer.num_heads, layer.num_kv_heads)
     elif isinstance(layer, Mamba2Config):
@@ -60,7 +63,7 @@ def shrink_config(cfg: ModelConfig, kept: Mapping[str, np.ndarray]) -> ModelConf
 
     layers = []
     for i, layer in enumerate(cfg.layers):
-        _check_layer(i, layer, kept)
+        _check_layer(cfg, i, kept)
         b = f"blocks.{i}"
         if isinstance(layer, MLPConfig):
             layer = dataclasses.replace(layer, intermediate=n(f"{b}.mlp", layer.intermediate))

@@ -1,4 +1,8 @@
-"""Pruning targets in HF config names, validated before any work is done."""
+"""Pruning targets in HF config names, validated before any work is done.
+
+Numbering (:mod:`jaxprune.layers`): ``blocks.<i>.<key>`` uses the block index ``i`` of the
+``blocks.<i>.`` parameter paths; ``drop_layers`` / ``num_hidden_layers`` count HF layers (a
+Nemotron-H block; a Llama decoder layer ``j`` = blocks ``2j`` and ``2j+1``)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import difflib
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.errors import UserError
+from jaxprune.layers import TARGET_KINDS, block_label, decoder_pairs, wrong_kind
 
 KEYS = (
     "hidden_size",
@@ -57,12 +62,7 @@ def parse_targets(text: str) -> dict:
 
 def decoder_layers(cfg: ModelConfig) -> bool:
     """True for Llama-style stacks where one HF layer is the block pair (*, - or E)."""
-    p = cfg.pattern
-    return (
-        "M" not in p
-        and len(p) % 2 == 0
-        and all(p[i] == "*" and p[i + 1] in "-E" for i in range(0, len(p), 2))
-    )
+    return decoder_pairs(cfg)
 
 
 def check_key(key: str) -> None:
@@ -109,7 +109,8 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
             return
         v = targets[key]
         if not sources:
-            raise UserError(f"target {key}: the model has no such blocks")
+            kinds = "/".join(TARGET_KINDS.get(key, ("such",)))
+            raise UserError(f"target {key}: the model has no {kinds} blocks ({cfg.pattern!r})")
         if v <= 0:
             raise UserError(f"target {key}={v} must be positive")
         if v > min(sources):
@@ -119,11 +120,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
 
     for key in targets:
         if key.startswith("blocks."):
-            i = int(key.split(".")[1])
-            if i >= len(cfg.layers):
-                raise UserError(f"target {key}: block {i} does not exist")
-            layer_targets = {key.split(".")[-1]: targets[key]}
-            validate_targets(cfg.replace(layers=(cfg.layers[i],)), layer_targets)
+            _validate_block_target(cfg, key, targets[key])
     check("hidden_size", [cfg.hidden])
     check("intermediate_size", each(MLPConfig, "intermediate"))
     kv = each(AttentionConfig, "num_kv_heads")
@@ -165,10 +162,28 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
         "moe_shared_expert_intermediate_size",
         [m.shared_intermediate for m in moes if m.shared_intermediate],
     )
-    n_layers = len(cfg.layers) // 2 if decoder_layers(cfg) else len(cfg.layers)
+    pairs = decoder_layers(cfg)
+    n_layers = len(cfg.layers) // 2 if pairs else len(cfg.layers)
     check("num_hidden_layers", [n_layers])
     for i in targets.get("drop_layers", []):
         if not 0 <= i < n_layers:
-            raise UserError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1})")
+            what = "HF decoder layers, layer j = blocks 2j, 2j+1" if pairs else "blocks"
+            raise UserError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1}; {what})")
     if "drop_layers" in targets and "num_hidden_layers" in targets:
         raise UserError("give num_hidden_layers or drop_layers, not both")
+
+
+def _validate_block_target(cfg: ModelConfig, key: str, value) -> None:
+    """``blocks.<i>.<base>``: the block exists, has the kind the target applies to, and the
+    value fits it; every refusal names the block as :func:`~jaxprune.layers.block_label`."""
+    _, idx, base = key.split(".")
+    i = int(idx)
+    if i >= len(cfg.layers):
+        raise UserError(f"target {key}: block {i} does not exist (blocks 0..{len(cfg.layers) - 1})")
+    bad = wrong_kind(cfg, base, i)
+    if bad:
+        raise UserError(bad)
+    try:
+        validate_targets(cfg.replace(layers=(cfg.layers[i],)), {base: value})
+    except UserError as e:
+        raise UserError(f"target {key} ({block_label(cfg, i)}): {e}") from e

@@ -82,9 +82,10 @@ class SearchResult:
     best: Candidate
     source: dict
 
-    def write(self, out: Path) -> list[Path]:
-        """``report.md``, ``candidates.json`` and the plot into ``out``."""
-        return write_report(Path(out), self.candidates, self.best, self.source)
+    def write(self, out: Path, data: dict | None = None) -> list[Path]:
+        """``report.md``, ``candidates.json`` and the plot into ``out``; ``data`` says what
+        the candidates were scored on (see :func:`jaxprune.search.report.write_report`)."""
+        return write_report(Path(out), self.candidates, self.best, self.source, data)
 
 
 def run_search(

@@ -7,6 +7,7 @@ import dataclasses
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, MoEConfig
 from jaxprune.converters.rules import Rule, conv, linear, plain
 from jaxprune.errors import UserError
+from jaxprune.layers import decoder_pairs
 
 
 def mamba2_rules(hf: str, nat: str, c: Mamba2Config, d: int) -> list[Rule]:
@@ -151,9 +152,17 @@ def uniform_or_raise(cfg, *, per_layer_mlp: bool = False) -> None:
             layer = dataclasses.replace(layer, intermediate=1)
         j, ref = first.setdefault(layer.kind, (i, layer))
         if layer != ref:
-            bad.append(f"{i} ({layer.kind}, differs from layer {j})")
+            bad.append(_differs(cfg, i, j, layer.kind))
     if bad:
         raise UserError(
             "per-layer widths differ and an HF config holds one per block kind: layers "
             + ", ".join(bad)
         )
+
+
+def _differs(cfg, i: int, j: int, kind: str) -> str:
+    """HF layer numbering, with the block index of ``blocks.<i>.`` where they differ
+    (Llama-family: decoder layer ``i // 2`` holds block ``i``; see :mod:`jaxprune.layers`)."""
+    if decoder_pairs(cfg):
+        return f"{i // 2} ({kind} = block {i}, differs from layer {j // 2} = block {j})"
+    return f"{i} ({kind}, differs from layer {j})"

@@ -289,10 +289,11 @@ def check_exportable(cfg: ModelConfig, model_type: str, *, per_layer_mlp: bool =
         decode = m.dt_limit if m.decode_dt_limit is None else m.decode_dt_limit
         if model_type == "nemotron_h" and (m.dt_limit[0] <= 0 or not math.isinf(m.dt_limit[1])):
             raise UserError(
-                f"layer {i}: transformers' NemotronH clamps dt to [time_step_min > 0, inf) on "
-                f"prefill; this model's dt_limit is {m.dt_limit}"
+                f"layer {i} (block {i}, mamba2): transformers' NemotronH clamps dt to "
+                f"[time_step_min > 0, inf) on prefill; this model's dt_limit is {m.dt_limit}"
             )
         if decode != (0.0, INF) and decode != (0.0, math.inf):
             raise UserError(
-                f"layer {i}: transformers does not clamp dt on decode; decode limit is {decode}"
+                f"layer {i} (block {i}, mamba2): transformers does not clamp dt on decode; "
+                f"decode limit is {decode}"
             )

@@ -102,4 +102,6 @@ def check_exportable(cfg: ModelConfig, model_type: str) -> None:
             or f.latent
             or f.routed_scaling_factor != 1.0
         ):
-            raise UserError(f"qwen3_moe: layer {i} MoE is not a plain softmax SwiGLU MoE")
+            raise UserError(
+                f"qwen3_moe: layer {i} (moe = block {2 * i + 1}) is not a plain softmax SwiGLU MoE"
+            )
