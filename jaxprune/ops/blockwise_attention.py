@@ -232,15 +232,17 @@ def blockwise_attention(
     q_seq_idx: jax.Array | None = None,
     k_seq_idx: jax.Array | None = None,
     window: int | None = None,
-    block_q: int = BLOCK_Q,
-    block_k: int = BLOCK_K,
+    block_q: int | None = None,
+    block_k: int | None = None,
     skip: bool = True,
 ) -> jax.Array:
     """Causal GQA attention, blockwise. q (b, Tq, Hq, D); k, v (b, Tk, Hkv, D) (any dtype;
     cast to q's per block); q_pos (b, Tq), k_pos (b, Tk) int, a key with k_pos < 0 is never
     attended; optional document ids (b, Tq) / (b, Tk). Returns (b, Tq, Hq, D) in q's dtype.
-    Differentiable in q, k, v. ``skip=False`` visits every block pair (for benchmarks)."""
+    Differentiable in q, k, v. Blocks default to the module's :data:`BLOCK_Q` /
+    :data:`BLOCK_K` (read at call time). ``skip=False`` visits every block pair (for benchmarks)."""
     tq, tk = q.shape[1], k.shape[1]
+    block_q, block_k = block_q or BLOCK_Q, block_k or BLOCK_K
     meta = _Meta(window, min(block_q, tq), min(block_k, tk), tq, tk, skip)
     q_pos, k_pos = q_pos.astype(jnp.int32), k_pos.astype(jnp.int32)
     if q_seq_idx is None or k_seq_idx is None:
