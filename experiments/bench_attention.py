@@ -1,14 +1,17 @@
 """Attention benchmark: the reference (full score matrix) against the blockwise kernel.
 
     python experiments/bench_attention.py [--out runs/bench_attention] [--ops 512,1024,2048,4096]
-                                          [--prefill 2048,8192] [--blocks 256,512] [--repeats 3]
+                                          [--prefill 2048,8192] [--blocks 256,512]
+                                          [--decode-fill 256,8192] [--repeats 3]
 
 ``ops``: one attention call at bench-10m's attention shape (8 query / 2 KV heads of 64,
 batch 1, fp32), forward and forward+backward, reference vs blockwise (with block skipping
 and, to show what skipping saves, without), timed interleaved (A B A B, best of
-``repeats``). ``prefill``: bench-10m prefill (``model.step`` into an empty cache of the
-prompt length + 64) tokens/s and XLA's compiled memory estimate (arguments + outputs +
-temporaries) per attention implementation. Writes ``results.json`` and ``results.md``.
+``repeats``). ``decode``: one-query attention over an 8k cache filled to ``--decode-fill``
+(the blockwise kernel's cost grows with the fill, the reference's does not). ``prefill``:
+bench-10m prefill (``model.step`` into an empty cache of the prompt length + 64) tokens/s
+and XLA's compiled memory estimate (arguments + outputs + temporaries) per attention
+implementation. Writes ``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,35 @@ def op_rows(lengths: list[int], blocks: list[int], repeats: int) -> list[dict]:
     return rows
 
 
+def decode_rows(cache_len: int, fills: list[int], repeats: int) -> list[dict]:
+    """One decode-step attention call (1 query) over a ``cache_len`` cache filled up to each
+    of ``fills``: the reference reads the whole cache, the blockwise kernel the filled part."""
+    key = jax.random.split(jax.random.key(0), 3)
+    q = jax.random.normal(key[0], (1, 1, 8, 64), jnp.float32)
+    k = jax.random.normal(key[1], (1, cache_len, 2, 64), jnp.float32)
+    v = jax.random.normal(key[2], (1, cache_len, 2, 64), jnp.float32)
+    k_pos = jnp.arange(cache_len, dtype=jnp.int32)[None]
+    fns = {
+        impl: jax.jit(
+            lambda q, k, v, p, impl=impl: dot_product_attention(
+                q, k, v, q_pos=p, k_pos=k_pos, impl=impl
+            )
+        )
+        for impl in ("reference", "blockwise")
+    }
+    rows = []
+    for fill in fills:
+        p = jnp.full((1, 1), fill - 1, jnp.int32)
+        best = _best_interleaved(fns, (q, k, v, p), repeats)
+        for impl, sec in best.items():
+            rows.append({"cache": cache_len, "fill": fill, "impl": impl, "seconds": sec})
+            print(
+                f"  decode cache={cache_len} fill={fill} {impl}: {sec * 1e6:.0f} us",
+                file=sys.stderr,
+            )
+    return rows
+
+
 def _ref(q, k, v, *, pos):
     return dot_product_attention(q, k, v, q_pos=pos, k_pos=pos, impl="reference")
 
@@ -148,6 +180,9 @@ def to_markdown(report: dict) -> str:
     lines = ["| T | mode | impl | ms |", "|---|---|---|---|"]
     for r in report["ops"]:
         lines.append(f"| {r['T']} | {r['mode']} | {r['impl']} | {r['seconds'] * 1e3:.1f} |")
+    lines += ["", "| decode: cache | filled | impl | us |", "|---|---|---|---|"]
+    for r in report["decode"]:
+        lines.append(f"| {r['cache']} | {r['fill']} | {r['impl']} | {r['seconds'] * 1e6:.0f} |")
     lines += ["", "| prefill T | impl | tok/s | peak MiB |", "|---|---|---|---|"]
     for r in report["prefill"]:
         mib = r["peak_bytes"] / 2**20
@@ -160,12 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write results.json / results.md here")
     p.add_argument("--ops", type=_ints, default=[512, 1024, 2048, 4096])
     p.add_argument("--prefill", type=_ints, default=[2048, 8192])
+    p.add_argument("--decode-fill", type=_ints, default=[256, 2048, 8192])
     p.add_argument("--blocks", type=_ints, default=[256, 512])
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     report = {
         "backend": jax.default_backend(),
         "ops": op_rows(args.ops, args.blocks, args.repeats),
+        "decode": decode_rows(8192, args.decode_fill, 10 * args.repeats),
         "prefill": prefill_rows(args.prefill, args.repeats),
     }
     md = to_markdown(report)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 _NEG = -1e30
 _BIG = 2**30
 #: Default block sizes, chosen by measurement on CPU (see experiments/bench_attention.py).
-BLOCK_Q = 512
-BLOCK_K = 512
+BLOCK_Q = 256
+BLOCK_K = 256
 
 
 class _Meta(NamedTuple):
