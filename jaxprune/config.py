@@ -28,9 +28,11 @@ INF = float("inf")
 #: SSD scan implementations (`jaxprune.kernels.ssd.mamba_chunk_scan`'s ``impl``): "auto" picks
 #: one verified on the running backend (`jaxprune.kernels.ssd.api.VERIFIED`).
 SSD_IMPLS = ("auto", "reference", "pallas")
+#: Attention implementations (`jaxprune.ops.attention.dot_product_attention`'s ``impl``).
+ATTN_IMPLS = ("auto", "reference", "blockwise", "cudnn")
 #: Per-layer fields that choose how a block is computed, not what it computes: kept out of
 #: :meth:`ModelConfig.architecture_dict`.
-IMPLEMENTATION_FIELDS = ("ssd_impl",)
+IMPLEMENTATION_FIELDS = ("ssd_impl", "attn_impl")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class AttentionConfig:
 
     ``sliding_window`` W lets a query see only the W most recent keys (itself included),
     as transformers' Mistral / Qwen2 do.
+
+    ``attn_impl`` chooses how it is computed (one of :data:`ATTN_IMPLS`, see
+    `jaxprune.ops.attention.select_impl`): "auto" takes cuDNN on a GPU where it applies, the
+    blockwise kernel for long contexts, else the reference.
     """
 
     num_heads: int
@@ -67,12 +73,14 @@ class AttentionConfig:
     out_bias: bool = False
     norm_eps: float = 1e-6
     sliding_window: int | None = None
+    attn_impl: Literal["auto", "reference", "blockwise", "cudnn"] = "auto"
 
     kind = "attention"
     char = "*"
 
     def __post_init__(self):
         _positive(self, "num_heads", "num_kv_heads", "head_dim")
+        _choice(self, "attn_impl", ATTN_IMPLS)
         if self.num_heads % self.num_kv_heads:
             raise UserError(
                 f"attention: num_heads={self.num_heads} is not a multiple of "

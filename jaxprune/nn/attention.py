@@ -10,9 +10,17 @@ from jaxprune.config import AttentionConfig
 from jaxprune.nn.cache import KVCache
 from jaxprune.nn.init import normal, ones, param, zeros
 from jaxprune.nn.taps import HeadOutputs, Tap
-from jaxprune.ops.attention import causal_mask, gqa_attention
+from jaxprune.ops.attention import BLOCKWISE_MIN_TK, dot_product_attention
 from jaxprune.ops.norms import rms_norm
 from jaxprune.ops.rope import apply_rope, rope_inv_freq
+
+
+def _cache_impl(impl: str, cache_len: int) -> str:
+    """The implementation over a KV cache: cuDNN's index-causal mask knows neither the cache
+    offset nor left padding, so "auto" / "cudnn" choose between blockwise and reference."""
+    if impl not in ("auto", "cudnn"):
+        return impl
+    return "blockwise" if cache_len >= BLOCKWISE_MIN_TK else "reference"
 
 
 class Attention(nnx.Module):
@@ -90,8 +98,19 @@ class Attention(nnx.Module):
         if self.inv_freq is not None:
             inv = jnp.asarray(self.inv_freq, jnp.float32)
             q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
+        w, impl = cfg.sliding_window, cfg.attn_impl
         if cache is None:
-            mask = causal_mask(positions, positions, seq_idx, seq_idx, cfg.sliding_window)
+            out = dot_product_attention(
+                q,
+                k,
+                v,
+                q_pos=positions,
+                k_pos=positions,
+                q_seq_idx=seq_idx,
+                k_seq_idx=seq_idx,
+                window=w,
+                impl=impl,
+            )
         else:
             kc = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, pos, 0, 0))
             vc = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, pos, 0, 0))
@@ -100,10 +119,11 @@ class Attention(nnx.Module):
             k_pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
             if offset is not None:
                 k_pos = k_pos - offset[:, None]
-            mask = causal_mask(positions, k_pos, window=cfg.sliding_window)
-            mask &= (k_pos >= 0)[:, None, :]
-            k, v = kc.astype(dt), vc.astype(dt)
-        out = gqa_attention(q, k, v, mask)
+            # unfilled slots (>= pos + T) are later than every query: the blockwise kernel
+            # skips their blocks, so a step costs O(filled cache), not O(max_len)
+            out = dot_product_attention(
+                q, kc, vc, q_pos=positions, k_pos=k_pos, window=w, impl=_cache_impl(impl, s)
+            )
         if tap is not None:
             tap(HeadOutputs(out))
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
