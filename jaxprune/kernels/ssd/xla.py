@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxprune.kernels.ssd.reference import _initial_state, _masked_exp, _pad_time, _segments
+from jaxprune.kernels.ssd.xla_bwd import chunk_step_bwd
 
 Array = jax.Array
 
@@ -136,12 +137,48 @@ def ssd_xla(
     h0 = _initial_state(initial_states, b, h, p, n).reshape(b, g, r, p, n)
     masks = None if seq_idx is None else _chunk_masks(seq_idx, pad, nc, q)
 
-    @jax.checkpoint
-    def body(state: Array, inp: tuple) -> tuple[Array, Array]:
-        x_c, dt_c, b_c, c_c, m_c = inp
-        y_c, state = _chunk_step(state, x_c, dt_c, b_c, c_c, a, m_c)
-        return state, y_c
-
-    final, ys = lax.scan(body, h0, (xs, dts, bs, cs, masks))
+    final, ys = _scan(h0, xs, dts, bs, cs, a, masks)
     y = jnp.moveaxis(ys, 0, 1).reshape(b, nc * q, h, p)[:, :seqlen]
     return y, final.reshape(b, h, p, n)
+
+
+def _scan(h0, xs, dts, bs, cs, a, masks):
+    """Scan over chunks with a hand-written VJP (reverse scan, decays recomputed per chunk);
+    the masks are closed over (not differentiated)."""
+
+    def fwd_scan(h0, xs, dts, bs, cs, a):
+        def body(state, inp):
+            x_c, dt_c, b_c, c_c, m_c = inp
+            y_c, new = _chunk_step(state, x_c, dt_c, b_c, c_c, a, m_c)
+            return new, (y_c, state)
+
+        final, (ys, prevs) = lax.scan(body, h0, (xs, dts, bs, cs, masks))
+        return (final, ys), prevs
+
+    @jax.custom_vjp
+    def run(h0, xs, dts, bs, cs, a):
+        return fwd_scan(h0, xs, dts, bs, cs, a)[0]
+
+    def run_fwd(h0, xs, dts, bs, cs, a):
+        out, prevs = fwd_scan(h0, xs, dts, bs, cs, a)
+        return out, (prevs, xs, dts, bs, cs, a)
+
+    def run_bwd(res, cts):
+        prevs, xs, dts, bs, cs, a = res
+        dfinal, dys = cts
+
+        def body(carry, inp):
+            dnew, da = carry
+            prev, x_c, dt_c, b_c, c_c, m_c, dy_c = inp
+            dprev, dx, ddt, db, dc, da_c = chunk_step_bwd(
+                prev, x_c, dt_c, b_c, c_c, a, m_c, dy_c, dnew
+            )
+            return (dprev, da + da_c), (dx, ddt, db, dc)
+
+        init = (dfinal, jnp.zeros_like(a))
+        inp = (prevs, xs, dts, bs, cs, masks, dys)
+        (dh0, da), (dxs, ddts, dbs, dcs) = lax.scan(body, init, inp, reverse=True)
+        return dh0, dxs, ddts, dbs, dcs, da
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(h0, xs, dts, bs, cs, a)
