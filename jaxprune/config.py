@@ -27,7 +27,7 @@ INF = float("inf")
 
 #: SSD scan implementations (`jaxprune.kernels.ssd.mamba_chunk_scan`'s ``impl``): "auto" picks
 #: one verified on the running backend (`jaxprune.kernels.ssd.api.VERIFIED`).
-SSD_IMPLS = ("auto", "reference", "pallas")
+SSD_IMPLS = ("auto", "xla", "reference", "pallas")
 #: Attention implementations (`jaxprune.ops.attention.dot_product_attention`'s ``impl``).
 ATTN_IMPLS = ("auto", "reference", "blockwise", "cudnn")
 #: Per-layer fields that choose how a block is computed, not what it computes: kept out of
@@ -118,8 +118,9 @@ class Mamba2Config:
     but not decode, and a converted model reproduces that.
 
     ``ssd_impl`` chooses the SSD scan (one of :data:`SSD_IMPLS`): "auto" takes an
-    implementation verified on the running backend (the pure-JAX reference everywhere today),
-    "pallas" opts into the Pallas kernel, which has not yet been checked on a GPU.
+    implementation verified on the running backend ("xla", the faster pure-JAX scan, on CPU;
+    the pure-JAX reference elsewhere), "pallas" opts into the Pallas kernel, which has not
+    yet been checked on a GPU.
     """
 
     num_heads: int
@@ -136,7 +137,7 @@ class Mamba2Config:
     dt_limit: tuple[float, float] = (0.0, INF)
     decode_dt_limit: tuple[float, float] | None = None
     norm_eps: float = 1e-5
-    ssd_impl: Literal["auto", "reference", "pallas"] = "auto"
+    ssd_impl: Literal["auto", "xla", "reference", "pallas"] = "auto"
 
     kind = "mamba2"
     char = "M"

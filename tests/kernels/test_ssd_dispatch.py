@@ -17,9 +17,9 @@ from jaxprune.nn.model import HybridLM
 pallas_available = pytest.mark.skipif(api.ssd_pallas is None, reason="no Pallas Triton module")
 
 
-def test_auto_is_the_reference_on_cpu():
+def test_auto_is_the_xla_scan_on_cpu():
     assert jax.default_backend() == "cpu"
-    assert resolve_impl("auto") == "reference"
+    assert resolve_impl("auto") == "xla"
 
 
 def test_auto_is_the_reference_on_a_gpu_until_pallas_is_verified(monkeypatch):
@@ -34,12 +34,13 @@ def test_auto_follows_the_verified_table(monkeypatch):
     monkeypatch.setitem(VERIFIED, "gpu", ("pallas", "reference"))
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_impl("auto") == "pallas"
-    assert resolve_impl("auto", "cpu") == "reference"
+    assert resolve_impl("auto", "cpu") == "xla"
     assert resolve_impl("auto", "some_new_backend") == "reference"
 
 
 def test_explicit_choices_pass_through():
     assert resolve_impl("reference") == "reference"
+    assert resolve_impl("xla") == "xla"
     if api.ssd_pallas is not None:
         assert resolve_impl("pallas") == "pallas"
 
@@ -61,10 +62,11 @@ def _model(impl: str) -> HybridLM:
 @pallas_available
 def test_the_layer_runs_the_configured_impl():
     """ssd_impl reaches the scan: "pallas" traces a pallas_call (run in the interpreter off a
-    GPU), "auto" / "reference" do not; all three give the same logits."""
+    GPU), "auto" / "xla" / "reference" do not; all give the same logits ("auto" exactly those
+    of the backend's first verified impl)."""
     tokens = np.arange(20, dtype=np.int32).reshape(1, 20) % 17
     logits, jaxprs = {}, {}
-    for impl in ("auto", "reference", "pallas"):
+    for impl in ("auto", "xla", "reference", "pallas"):
         model = _model(impl)
         jaxprs[impl] = str(jax.make_jaxpr(lambda m=model: m(tokens))())
         logits[impl] = np.asarray(model(tokens))
@@ -72,4 +74,5 @@ def test_the_layer_runs_the_configured_impl():
     assert "pallas_call" not in jaxprs["auto"]
     assert "pallas_call" not in jaxprs["reference"]
     np.testing.assert_allclose(logits["pallas"], logits["reference"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(logits["auto"], logits["reference"])
+    np.testing.assert_allclose(logits["xla"], logits["reference"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(logits["auto"], logits[VERIFIED[jax.default_backend()][0]])

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxprune.config import SSD_IMPLS
 from jaxprune.errors import UserError
 from jaxprune.kernels.ssd.reference import process_dt, ssd_chunked
+from jaxprune.kernels.ssd.xla import internal_chunk, ssd_xla
 
 try:
     from jaxprune.kernels.ssd.pallas_triton import ssd_pallas
@@ -27,9 +28,11 @@ Array = jax.Array
 #: first one available. The Pallas kernels have run only in the Pallas interpreter (CPU) and
 #: been lowered to Triton IR, never compiled or run on a GPU, so they are listed nowhere:
 #: ``impl="pallas"`` opts in. Add "pallas" to "gpu" once a GPU run of
-#: tests/kernels/test_ssd_pallas.py::TestSsdPallas has passed.
+#: tests/kernels/test_ssd_pallas.py::TestSsdPallas has passed. "xla" (`xla.ssd_xla`, the
+#: scan over chunks) is pure jnp/lax, but has been checked and timed on CPU only (on a GPU its
+#: default-precision dots may run in TF32, and a sequential chunk loop may be slower there).
 VERIFIED: dict[str, tuple[str, ...]] = {
-    "cpu": ("reference",),
+    "cpu": ("xla", "reference"),
     "gpu": ("reference",),
     "tpu": ("reference",),
 }
@@ -133,11 +136,13 @@ def mamba_chunk_scan(
     ``return_final_states``.
 
     ``impl``: "reference" is the pure-JAX chunked scan (`reference.ssd_chunked`, plain
-    autodiff); "pallas" the Pallas kernels with a Pallas backward (`pallas_triton.ssd_pallas`,
+    autodiff); "xla" the faster pure-JAX scan over chunks (`xla.ssd_xla`, rematerialised
+    per chunk; on CPU it runs its own chunk size `xla.CPU_CHUNK`, a numerical no-op);
+    "pallas" the Pallas kernels with a Pallas backward (`pallas_triton.ssd_pallas`,
     Triton lowering on GPU; on other backends they run in the Pallas interpreter, which is
     slow and meant for checking only); "auto" picks an implementation verified on the running
-    backend (``VERIFIED``: "reference" everywhere until a GPU run has checked the Pallas
-    kernels, so "pallas" is opt-in).
+    backend (``VERIFIED``: "xla" on CPU, "reference" elsewhere until a GPU run has checked the
+    Pallas kernels, so "pallas" is opt-in).
     """
     impl = resolve_impl(impl)
     _validate(x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_limit, initial_states, seq_idx)
@@ -162,9 +167,15 @@ def mamba_chunk_scan(
 
     f32 = jnp.float32
     dt_p = process_dt(dt, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
-    y, final_states = ssd_chunked(
-        x, dt_p, A, B, C, chunk_size, initial_states=initial_states, seq_idx=seq_idx
-    )
+    if impl == "xla":
+        q = internal_chunk(chunk_size)
+        y, final_states = ssd_xla(
+            x, dt_p, A, B, C, q, initial_states=initial_states, seq_idx=seq_idx
+        )
+    else:
+        y, final_states = ssd_chunked(
+            x, dt_p, A, B, C, chunk_size, initial_states=initial_states, seq_idx=seq_idx
+        )
     if D is not None:
         d = D.astype(f32)
         d = d[:, None] if d.ndim == 1 else d
