@@ -43,10 +43,16 @@ def _fns(impl: str):
             a["q"], a["k"], a["v"], q_pos=a["pos"], k_pos=a["pos"], impl=impl
         )
 
-    def loss(a: dict) -> jax.Array:
-        return jnp.sum(fwd(a).astype(jnp.float32) * a["q"].astype(jnp.float32))
+    def loss(qkv: dict, pos: jax.Array) -> jax.Array:
+        out = fwd({**qkv, "pos": pos})
+        return jnp.sum(out.astype(jnp.float32) * qkv["q"].astype(jnp.float32))
 
-    return jax.jit(fwd), jax.jit(jax.grad(loss))
+    grad = jax.jit(jax.grad(loss))
+
+    def fwd_bwd(a: dict) -> dict:
+        return grad({k: a[k] for k in ("q", "k", "v")}, a["pos"])
+
+    return jax.jit(fwd), fwd_bwd
 
 
 def _rel_err(got: jax.Array, want: jax.Array) -> float:

@@ -100,6 +100,7 @@ def compile_probe(teacher, student, pattern: str, mesh, train, remat: bool) -> d
     s, t = with_pattern(student, pattern), with_pattern(teacher, pattern)
     built = build_abstract(s, t, train, mesh)
     compiled = built.compile(remat=remat)
+    print(f"[scale_plan] {pattern} remat={remat}: {time.perf_counter() - t0:.0f} s", flush=True)
     return {
         "pattern": pattern,
         "memory": memory(compiled),
