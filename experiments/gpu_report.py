@@ -13,6 +13,9 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return str(v)
 
 
+PALLAS_TEST = "tests/kernels/test_ssd_pallas.py::TestSsdPallas"
+
+
 def pallas_verdict(units: dict[str, dict], on_gpu: bool, dry: bool) -> dict:
     """Whether the compiled Pallas SSD passed both the ssd_check rows and TestSsdPallas."""
     check = units.get("ssd_check", {})
@@ -26,6 +29,8 @@ def pallas_verdict(units: dict[str, dict], on_gpu: bool, dry: bool) -> dict:
     else:
         passed = values_ok and test_ok
         why = f"ssd_check pallas rows passed: {values_ok}; TestSsdPallas passed: {test_ok}"
+        if test.get("status") == "skipped":
+            why += f" (skipped: {test.get('reason')}; run it alone: pytest {PALLAS_TEST})"
     if passed:
         msg = 'PALLAS SSD: PASSED on this GPU -> add "pallas" to VERIFIED["gpu"] in api.py'
     else:
