@@ -164,9 +164,28 @@ def plan_layout(teacher, student, mesh_shape, seq_len, global_batch, mfu, remats
     return out
 
 
-def run(tiny: bool, meshes: list, seq_len: int, mfu: float, remats=(False, True)) -> dict:
+def with_attn_impl(cfg: ModelConfig, impl: str | None) -> ModelConfig:
+    """Every attention block computed by ``impl`` (``AttentionConfig.attn_impl``)."""
+    if impl is None:
+        return cfg
+    layers = tuple(
+        dataclasses.replace(x, attn_impl=impl) if isinstance(x, AttentionConfig) else x
+        for x in cfg.layers
+    )
+    return cfg.replace(layers=layers)
+
+
+def run(
+    tiny: bool,
+    meshes: list,
+    seq_len: int,
+    mfu: float,
+    remats=(False, True),
+    attn_impl: str | None = None,
+) -> dict:
     teacher, student = tiny_pair() if tiny else (teacher_8b(), None)
     student = student or student_4b(teacher)
+    teacher, student = with_attn_impl(teacher, attn_impl), with_attn_impl(student, attn_impl)
     layouts = [plan_layout(teacher, student, m, seq_len, 768, mfu, remats) for m in meshes]
     return {
         "teacher": {"name": teacher.name, "params": count_params(teacher)["total"]},
@@ -176,6 +195,7 @@ def run(tiny: bool, meshes: list, seq_len: int, mfu: float, remats=(False, True)
         "mfu": mfu,
         "peak_tflops": H100_BF16_TFLOPS,
         "jax": jax.__version__,
+        "attn_impl": attn_impl or "default",
         "layouts": layouts,
     }
 
@@ -189,12 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mfu", type=float, default=0.4)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--remat", choices=("both", "none", "block"), default="both")
+    ap.add_argument("--attn-impl", default=None, help="AttentionConfig.attn_impl for every block")
     ap.add_argument("--out", default="runs/scale_plan")
     args = ap.parse_args(argv)
     meshes = [tuple(int(v) for v in m.split(",")) for m in (args.mesh or ["1,8,1", "1,4,2"])]
     seq = args.seq_len or (128 if args.tiny else 8192)
     remats = {"both": (False, True), "none": (False,), "block": (True,)}[args.remat]
-    res = run(args.tiny, meshes, seq, args.mfu, remats)
+    res = run(args.tiny, meshes, seq, args.mfu, remats, args.attn_impl)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))

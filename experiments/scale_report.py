@@ -17,7 +17,8 @@ def to_markdown(res: dict) -> str:
     t, s = res["teacher"], res["student"]
     lines = [
         f"Teacher {t['name']} ({t['params'] / 1e9:.2f}B, bf16) -> student {s['name']} "
-        f"({s['params'] / 1e9:.2f}B, fp32 masters + AdamW), T = {res['seq_len']}, global "
+        f"({s['params'] / 1e9:.2f}B, fp32 masters + AdamW), attention impl "
+        f"{res.get('attn_impl', 'default')}, T = {res['seq_len']}, global "
         f"batch {res['global_batch']} sequences, forward KL chunked over the sequence (128). "
         f"Memory: XLA's compiled memory analysis per device (jax {res['jax']}), extrapolated "
         f"per block from reduced-depth compiles. Tokens/s: model FLOPs at "
