@@ -57,10 +57,26 @@ def bench_10m() -> ModelConfig:
     )
 
 
+def nemotron_h_1b() -> ModelConfig:
+    """~0.93B-parameter Nemotron-H-8B-style stack (the GPU check's and the pod plan's mid
+    size): vocab 32768 untied, d 2048, 28 blocks ``(M-M-M*-) x 4`` = 12 Mamba2 (64 x 64 heads,
+    N 128, G 8, chunk 128), 12 relu^2 MLP (8192), 4 GQA attention (16 q / 4 kv x 128)."""
+    return ModelConfig.from_pattern(
+        "M-M-M*-" * 4,
+        vocab_size=32768,
+        hidden=2048,
+        mamba=Mamba2Config(num_heads=64, head_dim=64, state=128, n_groups=8, chunk_size=128),
+        attention=AttentionConfig(num_heads=16, num_kv_heads=4, head_dim=128),
+        mlp=MLPConfig(intermediate=8192),
+        name="nemotron-h-1b",
+    )
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny-hybrid": tiny_hybrid,
     "tiny-llama": tiny_llama,
     "bench-10m": bench_10m,
+    "nemotron-h-1b": nemotron_h_1b,
 }
 
 
