@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxprune import sharding
 from jaxprune.nn.model import HybridLM
 from jaxprune.train.config import LossConfig, TrainConfig
+from jaxprune.train.fused_loss import LMHead, fused_logit_losses, supports
 from jaxprune.train.losses import chunked_logit_losses, combine_losses, intermediate_loss
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "seq_idx", "positions")
@@ -98,15 +99,7 @@ def micro_losses(
         ht, kept_t = hidden_states(t_model, batch, [t for _, t in pairs])
         ht, kept_t = jax.lax.stop_gradient((ht, kept_t))
     mask = batch["loss_mask"].astype(jnp.float32)
-    sums = chunked_logit_losses(
-        hs,
-        model.logits,
-        batch["targets"],
-        mask,
-        loss,
-        ht,
-        None if t_model is None else t_model.logits,
-    )
+    sums = logit_losses(model, t_model, hs, ht, batch["targets"], mask, loss)
     inter = None
     if pairs:
         proj = trainable.get("proj")
@@ -118,6 +111,25 @@ def micro_losses(
     kl, ce = sums["kl"] / count, sums["ce"] / count
     total = combine_losses(kl, ce, inter, loss)
     return total, {"kl": kl, "ce": ce, "inter": jnp.zeros(()) if inter is None else inter}
+
+
+def logit_losses(
+    model: HybridLM,
+    t_model: HybridLM | None,
+    hs: jax.Array,
+    ht: jax.Array | None,
+    targets: jax.Array,
+    mask: jax.Array,
+    loss: LossConfig,
+) -> dict[str, jax.Array]:
+    """Token sums {"kl", "ce"} of the logit losses: the fused analytic-gradient version
+    (``jaxprune.train.fused_loss``) where it applies, else the generic chunked one."""
+    if supports(loss):
+        head, hp = LMHead.of(model)
+        t_head, t_hp = LMHead.of(t_model) if t_model is not None else (None, None)
+        return fused_logit_losses(head, hp, hs, targets, mask, loss, t_head, t_hp, ht)
+    t_logits = None if t_model is None else t_model.logits
+    return chunked_logit_losses(hs, model.logits, targets, mask, loss, ht, t_logits)
 
 
 def _head_grad_norm(grads: dict) -> jax.Array:
