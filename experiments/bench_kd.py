@@ -123,7 +123,7 @@ def build_jax(case: Case, chunk: int = 128, fused: bool = True) -> dict:
     )
     return {
         "fn": fn, "state": state, "rest": s.rest, "teacher": t_state, "batch": batch,
-        "student": s, "teacher_def": t_def, "tx": tx, "cfg": cfg,
+        "student": s, "teacher_def": t_def, "tx": tx, "cfg": cfg, "fused": fused,
     }  # fmt: skip
 
 
@@ -317,10 +317,11 @@ def main() -> None:
             pass
     peak = matmul_peak()
     all_cases = cases()
-    results = [
-        run_case(all_cases[name], args.reps, args.chunk, args.skip_torch, peak, args.baseline)
-        for name in args.case.split(",")
-    ]
+    results = []
+    for name in args.case.split(","):
+        r = run_case(all_cases[name], args.reps, args.chunk, args.skip_torch, peak, args.baseline)
+        print(json.dumps(r), flush=True)  # each case as soon as it is done
+        results.append(r)
     meta = {
         "threads": args.threads,
         "machine": f"{platform.machine()} {platform.processor()} ({os.cpu_count()} cpus)",

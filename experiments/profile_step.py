@@ -146,9 +146,11 @@ def kd_ablations(b: dict, reps: int, peak: float) -> list[dict]:
         )
         return sums["kl"] / count
 
-    kd = functools.partial(micro_losses, student_def=s.graphdef, teacher_def=t_def, loss=loss_cfg)
+    kd = functools.partial(micro_losses, student_def=s.graphdef, teacher_def=t_def, loss=loss_cfg,
+                           fused=b["fused"])  # fmt: skip
     ce_cfg = LossConfig(kl="none", ce_weight=1.0, chunk=loss_cfg.chunk)
-    ce = functools.partial(micro_losses, student_def=s.graphdef, teacher_def=None, loss=ce_cfg)
+    ce = functools.partial(micro_losses, student_def=s.graphdef, teacher_def=None, loss=ce_cfg,
+                           fused=b["fused"])  # fmt: skip
 
     def step(state, rest, t_state, batch):
         return b["fn"](state, rest, t_state, batch)
@@ -227,14 +229,14 @@ def host_costs(b: dict, case) -> dict:
     }
 
 
-def kd_case(name: str, reps: int, peak: float) -> dict:
+def kd_case(name: str, reps: int, peak: float, fused: bool, ablations: bool) -> dict:
     case = cases()[name]
-    b = build_jax(case)
-    abl = kd_ablations(b, reps, peak)
+    b = build_jax(case, fused=fused)
+    abl = kd_ablations(b, reps, peak) if ablations else []
     # the same step without donation, so that one state can be passed repeatedly
     cfg = b["cfg"]
     raw = make_step_fn(b["student"].graphdef, b["teacher_def"], b["tx"],
-                       make_schedule(cfg.optim, cfg.steps), cfg.loss)  # fmt: skip
+                       make_schedule(cfg.optim, cfg.steps), cfg.loss, fused)  # fmt: skip
     args = (b["state"], b["rest"], b["teacher"], b["batch"])
     bd = breakdown(jax.jit(raw).lower(*args).compile(), args, reps)
     label = "kdhybrid" if name == "hybrid" else "kd135m"
@@ -245,7 +247,7 @@ def kd_case(name: str, reps: int, peak: float) -> dict:
 
 def to_markdown(results: list[dict], meta: dict) -> str:
     out = [f"Machine: {meta['machine']}; fp32 matmul peak {meta['matmul_peak_gflops']:.0f} "
-           f"GFLOP/s; jax {meta['jax']}.", ""]  # fmt: skip
+           f"GFLOP/s; jax {meta['jax']}; KD loss: {meta['loss']}.", ""]  # fmt: skip
     for r in results:
         out += [f"### {r['case']}: {r['shape']}", "",
                 "| category | traced time (s) | share | matmul GFLOP | GFLOP/s |",
@@ -270,6 +272,13 @@ def main() -> None:
     p.add_argument("--case", default="fwdbwd10m,kd135m,kdhybrid")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default="runs/profile_step")
+    p.add_argument(
+        "--loss",
+        choices=("fused", "chunked"),
+        default="fused",
+        help="KD logit loss: fused analytic gradients, or the chunked remat one",
+    )
+    p.add_argument("--skip-ablations", action="store_true")
     args = p.parse_args()
     peak = matmul_peak()
     results = []
@@ -277,11 +286,14 @@ def main() -> None:
         if name == "fwdbwd10m":
             results.append(fwdbwd_case(args.reps, peak))
         elif name in ("kd135m", "kdhybrid"):
-            results.append(kd_case("llama135m" if name == "kd135m" else "hybrid", args.reps, peak))
+            case = "llama135m" if name == "kd135m" else "hybrid"
+            fused, abl = args.loss == "fused", not args.skip_ablations
+            results.append(kd_case(case, args.reps, peak, fused, abl))
         else:
             raise SystemExit(f"unknown case {name!r}")
     meta = {"machine": f"{platform.machine()} ({os.cpu_count()} cpus)", "jax": jax.__version__,
-            "matmul_peak_gflops": peak, "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
+            "matmul_peak_gflops": peak, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "loss": args.loss}  # fmt: skip
     md = to_markdown(results, meta)
     print(md)
     out = Path(args.out)
