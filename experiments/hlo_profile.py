@@ -24,7 +24,10 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("ops/attention.py", "nn/attention.py", "ops/rope.py")),
     ("ssd / mamba2", ("kernels/ssd", "nn/mamba2.py", "ops/conv.py")),
     ("mlp", ("ops/mlp.py", "nn/mlp.py", "ops/moe.py", "nn/moe.py")),
-    ("lm head + loss", ("train/losses.py", "ops/loss.py", "nn/model.py:logits")),
+    (
+        "lm head + loss",
+        ("train/losses.py", "train/fused_loss.py", "ops/loss.py", "nn/model.py:logits"),
+    ),
     ("embedding", ("nn/model.py:embed_tokens",)),
     ("norms", ("ops/norms.py", "nn/norms.py")),
     ("step glue (grad sum, where, rng)", ("train/step.py",)),
