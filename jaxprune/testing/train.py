@@ -55,8 +55,11 @@ def host_batch(accum: int, micro: int, t: int, seed: int = 0) -> dict[str, np.nd
     }
 
 
-def build_step(cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cfg=None):
-    """(step_fn, state, rest, teacher_state, batch_placer) on a (n, 1, 1) or (2, 2, 2) mesh."""
+def build_step(
+    cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cfg=None, fused_loss=True
+):
+    """(step_fn, state, rest, teacher_state, batch_placer) on a (n, 1, 1) or (2, 2, 2) mesh.
+    ``fused_loss``: see ``jaxprune.train.step.make_step_fn``."""
     sizes = (2, 2, 2) if n_devices == 8 else (n_devices, 1, 1)
     mesh = make_mesh(*sizes, devices=jax.devices()[:n_devices])
     s_cfg = student_cfg or small_config()
@@ -73,7 +76,8 @@ def build_step(cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cf
             proj = (s_cfg.hidden, teacher_cfg.hidden)
     tx = make_optimizer(cfg.optim, cfg.steps)
     state, sh = init_state(s, tx, mesh, seed=cfg.seed, proj_shape=proj)
-    fn = make_train_step(s, teacher, tx, make_schedule(cfg.optim, cfg.steps), cfg, mesh, sh)
+    schedule = make_schedule(cfg.optim, cfg.steps)
+    fn = make_train_step(s, teacher, tx, schedule, cfg, mesh, sh, fused_loss=fused_loss)
     bsh = batch_shardings(mesh)
     return fn, state, s.rest, t_state, lambda b: place(b, {k: bsh[k] for k in b})
 

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxprune import sharding
 from jaxprune.nn.model import HybridLM
 from jaxprune.train.config import LossConfig, TrainConfig
+from jaxprune.train.fused_loss import LMHead, fused_logit_losses, supports
 from jaxprune.train.losses import chunked_logit_losses, combine_losses, intermediate_loss
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "seq_idx", "positions")
@@ -79,11 +80,13 @@ def micro_losses(
     student_def: Any,
     teacher_def: Any | None,
     loss: LossConfig,
+    fused: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Objective of one micro-batch (b, T), normalized by ``count`` tokens of the whole step.
 
     ``trainable`` = {"model": student params, ["proj"]}; ``rest`` the student's constant
-    state; ``teacher_state`` the teacher's whole ``nnx.split`` state (frozen).
+    state; ``teacher_state`` the teacher's whole ``nnx.split`` state (frozen). ``fused``:
+    the analytic-gradient logit losses where they apply (see :func:`logit_losses`).
     Returns (loss, {"kl", "ce", "inter"}) fp32 scalars."""
     model = nnx.merge(student_def, trainable["model"], rest)
     nblocks = len(model.blocks)
@@ -98,15 +101,7 @@ def micro_losses(
         ht, kept_t = hidden_states(t_model, batch, [t for _, t in pairs])
         ht, kept_t = jax.lax.stop_gradient((ht, kept_t))
     mask = batch["loss_mask"].astype(jnp.float32)
-    sums = chunked_logit_losses(
-        hs,
-        model.logits,
-        batch["targets"],
-        mask,
-        loss,
-        ht,
-        None if t_model is None else t_model.logits,
-    )
+    sums = logit_losses(model, t_model, hs, ht, batch["targets"], mask, loss, fused)
     inter = None
     if pairs:
         proj = trainable.get("proj")
@@ -120,6 +115,27 @@ def micro_losses(
     return total, {"kl": kl, "ce": ce, "inter": jnp.zeros(()) if inter is None else inter}
 
 
+def logit_losses(
+    model: HybridLM,
+    t_model: HybridLM | None,
+    hs: jax.Array,
+    ht: jax.Array | None,
+    targets: jax.Array,
+    mask: jax.Array,
+    loss: LossConfig,
+    fused: bool = True,
+) -> dict[str, jax.Array]:
+    """Token sums {"kl", "ce"} of the logit losses: the fused analytic-gradient version
+    (``jaxprune.train.fused_loss``) when ``fused`` and it applies, else the generic chunked
+    one (``jaxprune.train.losses.chunked_logit_losses``, remat of both heads)."""
+    if fused and supports(loss):
+        head, hp = LMHead.of(model)
+        t_head, t_hp = LMHead.of(t_model) if t_model is not None else (None, None)
+        return fused_logit_losses(head, hp, hs, targets, mask, loss, t_head, t_hp, ht)
+    t_logits = None if t_model is None else t_model.logits
+    return chunked_logit_losses(hs, model.logits, targets, mask, loss, ht, t_logits)
+
+
 def _head_grad_norm(grads: dict) -> jax.Array:
     g = grads["model"]
     return optax.tree.norm(g["lm_head"] if "lm_head" in g else g["embed"])
@@ -131,6 +147,7 @@ def make_step_fn(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     loss: LossConfig,
+    fused_loss: bool = True,
 ) -> StepFn:
     """The un-jitted step ``(state, rest, teacher_state, batch) -> (state, metrics)``.
 
@@ -143,7 +160,11 @@ def make_step_fn(
         count = jnp.maximum(jnp.sum(batch["loss_mask"].astype(jnp.float32)), 1.0)
         grad_fn = jax.value_and_grad(
             functools.partial(
-                micro_losses, student_def=student_def, teacher_def=teacher_def, loss=loss
+                micro_losses,
+                student_def=student_def,
+                teacher_def=teacher_def,
+                loss=loss,
+                fused=fused_loss,
             ),
             has_aux=True,
         )
@@ -231,10 +252,16 @@ def make_train_step(
     cfg: TrainConfig,
     mesh: Mesh,
     state_sh: dict,
+    fused_loss: bool = True,
 ) -> StepFn:
     """``jax.jit`` of :func:`make_step_fn` with in/out shardings; the state is donated."""
     fn = make_step_fn(
-        student.graphdef, None if teacher is None else teacher[0], tx, schedule, cfg.loss
+        student.graphdef,
+        None if teacher is None else teacher[0],
+        tx,
+        schedule,
+        cfg.loss,
+        fused_loss,
     )
     rest_sh = params_shardings(student.rest, mesh)
     teacher_sh = None if teacher is None else params_shardings(teacher[1], mesh)
