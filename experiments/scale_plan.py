@@ -164,15 +164,21 @@ def plan_layout(teacher, student, mesh_shape, seq_len, global_batch, mfu, remats
     return out
 
 
-def with_attn_impl(cfg: ModelConfig, impl: str | None) -> ModelConfig:
-    """Every attention block computed by ``impl`` (``AttentionConfig.attn_impl``)."""
-    if impl is None:
-        return cfg
-    layers = tuple(
-        dataclasses.replace(x, attn_impl=impl) if isinstance(x, AttentionConfig) else x
-        for x in cfg.layers
-    )
-    return cfg.replace(layers=layers)
+def with_impls(cfg: ModelConfig, attn_impl: str | None, ssd_impl: str | None) -> ModelConfig:
+    """Every attention block computed by ``attn_impl`` (``AttentionConfig.attn_impl``) and
+    every Mamba2 block by ``ssd_impl`` (``Mamba2Config.ssd_impl``); None keeps the config's.
+
+    Pinned because "auto" resolves on the compiling backend (the CPU here), not the GPUs
+    being planned for."""
+
+    def one(x):
+        if attn_impl is not None and isinstance(x, AttentionConfig):
+            return dataclasses.replace(x, attn_impl=attn_impl)
+        if ssd_impl is not None and isinstance(x, Mamba2Config):
+            return dataclasses.replace(x, ssd_impl=ssd_impl)
+        return x
+
+    return cfg.replace(layers=tuple(one(x) for x in cfg.layers))
 
 
 def run(
@@ -181,11 +187,13 @@ def run(
     seq_len: int,
     mfu: float,
     remats=(False, True),
-    attn_impl: str | None = None,
+    attn_impl: str | None = "blockwise",
+    ssd_impl: str | None = "reference",
 ) -> dict:
     teacher, student = tiny_pair() if tiny else (teacher_8b(), None)
     student = student or student_4b(teacher)
-    teacher, student = with_attn_impl(teacher, attn_impl), with_attn_impl(student, attn_impl)
+    teacher = with_impls(teacher, attn_impl, ssd_impl)
+    student = with_impls(student, attn_impl, ssd_impl)
     layouts = [plan_layout(teacher, student, m, seq_len, 768, mfu, remats) for m in meshes]
     return {
         "teacher": {"name": teacher.name, "params": count_params(teacher)["total"]},
@@ -196,6 +204,7 @@ def run(
         "peak_tflops": H100_BF16_TFLOPS,
         "jax": jax.__version__,
         "attn_impl": attn_impl or "default",
+        "ssd_impl": ssd_impl or "default",
         "layouts": layouts,
     }
 
@@ -209,13 +218,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mfu", type=float, default=0.4)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--remat", choices=("both", "none", "block"), default="both")
-    ap.add_argument("--attn-impl", default=None, help="AttentionConfig.attn_impl for every block")
+    ap.add_argument(
+        "--attn-impl", default="blockwise", help="AttentionConfig.attn_impl of every block"
+    )
+    ap.add_argument(
+        "--ssd-impl",
+        default="reference",
+        help='Mamba2Config.ssd_impl of every block ("reference": what "auto" takes on a GPU)',
+    )
     ap.add_argument("--out", default="runs/scale_plan")
     args = ap.parse_args(argv)
     meshes = [tuple(int(v) for v in m.split(",")) for m in (args.mesh or ["1,8,1", "1,4,2"])]
     seq = args.seq_len or (128 if args.tiny else 8192)
     remats = {"both": (False, True), "none": (False,), "block": (True,)}[args.remat]
-    res = run(args.tiny, meshes, seq, args.mfu, remats, args.attn_impl)
+    res = run(args.tiny, meshes, seq, args.mfu, remats, args.attn_impl, args.ssd_impl)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))
