@@ -8,6 +8,7 @@ They carry no behaviour and no gin: the CLI / ``experiments`` layer binds them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,13 +73,15 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then ``cosine`` (to ``min_lr_ratio`` * lr) or ``wsd``
-    (warm-up, stable, then a linear decay over the last ``decay_fraction`` of the steps),
-    or ``constant``. Weight decay applies to parameters with >= 2 dims only."""
+    """AdamW with linear warm-up (:meth:`warmup` steps) then ``cosine`` (to ``min_lr_ratio``
+    * lr) or ``wsd`` (warm-up, stable, then a linear decay over the last ``decay_fraction``
+    of the steps), or ``constant``. Weight decay applies to parameters with >= 2 dims only."""
 
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int | None = None
+    warmup_fraction: float = 0.05
+    warmup_cap: int = 100
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     decay_fraction: float = 0.2
     b1: float = 0.9
@@ -92,8 +95,23 @@ class OptimConfig:
             raise UserError(
                 f"optim: schedule must be cosine, wsd or constant, got {self.schedule!r}"
             )
-        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.decay_fraction <= 1:
+        if self.lr <= 0 or (self.warmup_steps or 0) < 0 or not 0 <= self.decay_fraction <= 1:
             raise UserError("optim: need lr > 0, warmup_steps >= 0, 0 <= decay_fraction <= 1")
+        if not 0 <= self.warmup_fraction <= 1 or self.warmup_cap < 0:
+            raise UserError(
+                f"optim: need 0 <= warmup_fraction <= 1 and warmup_cap >= 0, got "
+                f"{self.warmup_fraction}, {self.warmup_cap}"
+            )
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps of a ``total_steps`` run: ``warmup_steps`` when set, else
+        ``ceil(warmup_fraction * total_steps)`` capped at ``warmup_cap`` (8 of a 150-step
+        recovery run, 100 of a 2000-step one); never more than ``total_steps - 1``."""
+        if self.warmup_steps is None:
+            warm = min(self.warmup_cap, math.ceil(self.warmup_fraction * total_steps - 1e-9))
+        else:
+            warm = self.warmup_steps
+        return min(warm, max(total_steps - 1, 0))
 
 
 @dataclass(frozen=True)

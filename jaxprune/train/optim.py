@@ -12,12 +12,12 @@ from jaxprune.train.config import OptimConfig
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     """Learning rate as a function of the update count.
 
-    Linear warm-up 0 -> lr over ``warmup_steps``; then ``cosine``: cosine decay to
+    Linear warm-up 0 -> lr over :meth:`OptimConfig.warmup` steps; then ``cosine``: cosine decay to
     ``min_lr_ratio * lr`` at ``total_steps``; ``wsd``: constant, then a linear decay to
     ``min_lr_ratio * lr`` over the last ``decay_fraction * total_steps`` steps;
     ``constant``: lr.
     """
-    warm = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    warm = cfg.warmup(total_steps)
     lo = cfg.lr * cfg.min_lr_ratio
     rest = max(total_steps - warm, 1)
     if cfg.schedule == "cosine":

@@ -49,3 +49,31 @@ def test_train_config_round_trips_and_validates():
         TrainConfig(batch_size=5, grad_accum=2)
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+
+
+@pytest.mark.parametrize(
+    "total, expected", [(150, 8), (20, 1), (2000, 100), (10_000, 100), (1, 0)]
+)
+def test_default_warmup_is_a_fraction_of_the_run_with_a_cap(total, expected):
+    cfg = OptimConfig(lr=1.0)
+    assert cfg.warmup(total) == expected
+    f = make_schedule(cfg, total)
+    if expected > 1:  # linear from lr / warm: the peak is reached at step warm - 1
+        assert float(f(0)) == pytest.approx(1.0 / expected, rel=1e-5)
+        assert float(f(expected - 1)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_explicit_warmup_steps_win_over_the_fraction():
+    assert OptimConfig(warmup_steps=40).warmup(150) == 40
+    assert OptimConfig(warmup_steps=40).warmup(30) == 29  # never the whole run
+    assert OptimConfig(warmup_fraction=0.5, warmup_cap=1000).warmup(150) == 75
+
+
+@pytest.mark.parametrize(
+    "bad", [{"warmup_fraction": 1.5}, {"warmup_fraction": -0.1}, {"warmup_cap": -1}]
+)
+def test_bad_warmup_settings_are_refused(bad):
+    from jaxprune.errors import UserError
+
+    with pytest.raises(UserError, match="warmup"):
+        OptimConfig(**bad)
