@@ -82,8 +82,17 @@ def build_step(
     return fn, state, s.rest, t_state, lambda b: place(b, {k: bsh[k] for k in b})
 
 
-def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_every: int = 2):
-    """A fixed KD run: small student, deeper / wider teacher, CE + intermediate losses."""
+def distill(
+    out: str,
+    *,
+    steps: int,
+    resume: bool = False,
+    mesh=(2, 2, 1),
+    save_every: int = 2,
+    optim=None,
+):
+    """A fixed KD run: small student, deeper / wider teacher, CE + intermediate losses;
+    ``optim`` (an OptimConfig) replaces its warm-up + cosine schedule."""
     from jaxprune.train import LossConfig, OptimConfig, run
 
     cfg = TrainConfig(
@@ -95,7 +104,7 @@ def distill(out: str, *, steps: int, resume: bool = False, mesh=(2, 2, 1), save_
         keep=2,
         mesh=mesh,
         loss=LossConfig(intermediate=((1, 2),), ce_weight=0.5, chunk=8),
-        optim=OptimConfig(lr=3e-3, warmup_steps=2),
+        optim=optim or OptimConfig(lr=3e-3, warmup_steps=2),
         compute_dtype="float32",
         teacher_dtype="float32",
         progress=False,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,17 +127,28 @@ def _trim_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
+def _check_resumable(saved: dict, cfg: TrainConfig, start: int) -> int | None:
+    """Refuse a resume whose config changed in a field that breaks exactness. ``steps`` may
+    grow past the checkpoint's step (extending a run, finished or not); returns the old
+    ``steps`` when it changed, else None."""
     old, new = saved["train_config"], cfg.to_dict()
     diff = sorted(
         k
         for k in new
-        if k not in RESUMABLE_CHANGES and json.dumps(old.get(k)) != json.dumps(new[k])
+        if k not in RESUMABLE_CHANGES | {"steps"} and json.dumps(old.get(k)) != json.dumps(new[k])
     )
     if diff:
         raise UserError(
             f"cannot resume: the run config changed in {diff} (checkpoint has {old[diff[0]]!r})"
         )
+    if old["steps"] == cfg.steps:
+        return None
+    if cfg.steps <= start:
+        raise UserError(
+            f"cannot resume with steps={cfg.steps}: the checkpoint is at step {start}; "
+            f"pass --steps N with N > {start} to extend the run"
+        )
+    return old["steps"]
 
 
 def run(
@@ -199,7 +211,15 @@ def run(
         abstract = abstract_state(s, tx, proj_shape)
         sh = train_state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
         state, saved = ckpt.restore(start, abstract, sh, data)
-        _check_resumable(saved, cfg)
+        old_steps = _check_resumable(saved, cfg, start)
+        if old_steps is not None and jax.process_index() == 0:
+            was = float(make_schedule(cfg.optim, old_steps)(start))
+            print(
+                f"extending the run from {old_steps} to {cfg.steps} steps: from step {start} "
+                f"the learning rate follows the {cfg.steps}-step schedule "
+                f"({was:.3g} -> {float(schedule(start)):.3g})",
+                file=sys.stderr,
+            )
     else:
         state, sh = init_state(s, tx, mesh, seed=cfg.seed, proj_shape=proj_shape)
     step_fn = make_train_step(s, t_pair, tx, schedule, cfg, mesh, sh)

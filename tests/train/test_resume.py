@@ -86,3 +86,24 @@ def test_sigterm_saves_and_resume_finishes_identically(tmp_path, reference, monk
     result = distill(str(out), steps=STEPS, save_every=100, resume=True)
     assert result.status == "done" and result.step == STEPS
     _assert_bitwise(_params(out), reference)
+
+
+@pytest.mark.slow
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path, capsys):
+    from jaxprune.errors import UserError
+    from jaxprune.train import OptimConfig
+
+    const = OptimConfig(lr=3e-3, warmup_steps=0, schedule="constant")
+    straight = distill(str(tmp_path / "straight"), steps=6, optim=const)
+    out = tmp_path / "run"
+    assert distill(str(out), steps=4, optim=const).step == 4
+    capsys.readouterr()
+    extended = distill(str(out), steps=6, optim=const, resume=True)
+    assert extended.status == "done" and extended.step == straight.step == 6
+    assert "extending the run from 4 to 6 steps" in capsys.readouterr().err
+    # Same data order and, with a constant schedule, the same updates: 4 + 2 == 6.
+    _assert_bitwise(_params(out), _params(tmp_path / "straight"))
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    with pytest.raises(UserError, match="N > 6"):
+        distill(str(out), steps=5, optim=const, resume=True)
