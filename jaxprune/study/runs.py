@@ -26,6 +26,18 @@ from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import Split
 
 
+def train_resumable(tc, model, split: Split, out: Path, teacher=None):
+    """Train into ``out``, resuming its checkpoint when an earlier run was interrupted;
+    the checkpoints are dropped once the trained model is exported."""
+    ckpts = out / "checkpoints"
+    resume = ckpts.is_dir() and any(ckpts.iterdir())
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    trained = train_small(tc, model, split.train_corpus(), out, teacher, resume)
+    shutil.rmtree(ckpts, ignore_errors=True)
+    return trained
+
+
 @dataclass(frozen=True)
 class Variant:
     """One pruning recipe: targets plus the ablation switches."""
@@ -59,6 +71,11 @@ class Study:
 
     def loss(self, model) -> float:
         return float(evaluate_lm_loss(model, self.held_rows(), batch_size=8)["loss"])
+
+    def teacher_loss(self) -> float:
+        """The teacher's held-out loss (cached)."""
+        inputs = {"teacher": self.teacher_key, "data": self.data_key, "rows": self.cfg.eval_rows}
+        return self.cache.get("eval", inputs, lambda d: {"loss": self.loss(self.teacher)})["loss"]
 
     def scores(self, seed: int) -> Scores:
         """Calibration on the seed's subset of the training part (cached .npz)."""
@@ -129,13 +146,7 @@ class Study:
             seed=seed,
             distill=teacher is not None,
         )
-        out = d / "train"
-        resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
-        if not resume:
-            shutil.rmtree(out, ignore_errors=True)
-        trained = train_small(tc, model, self.split.train_corpus(), out, teacher, resume)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        return self.loss(trained)
+        return self.loss(train_resumable(tc, model, self.split, d / "train", teacher))
 
     def distilled(self, v: Variant, seed: int) -> dict:
         """Distill the seed's pruned model from the teacher (seed = data order too)."""

@@ -1,0 +1,161 @@
+"""The five findings as variants: targets chosen (equal parameter counts where asked), the
+runs executed per seed, and each finding's ``reproduced`` derived by :func:`stats.reproduced`.
+
+Expected directions (lower held-out loss wins): (a) Mamba heads over head channels and
+over both, at equal parameters; (b) group-aware over group-unaware heads; (c) width over
+depth at ~50% of the parameters, after distillation; (d) pruned + distilled over the same
+architecture from scratch at equal tokens (and the multiple of tokens scratch needs to
+catch up); (e) importance over random rankings, zero-shot and distilled.
+"""
+
+from __future__ import annotations
+
+from jaxprune.config import Mamba2Config
+from jaxprune.counts import count_params
+from jaxprune.study.runs import Study, Variant
+from jaxprune.study.stats import match_value, mean_std, reproduced
+
+CLAIMS = {
+    "a": "Mamba head pruning beats head-channel pruning and both, at equal parameters",
+    "b": "group-aware Mamba head pruning beats group-unaware at the same target",
+    "c": "width pruning beats depth pruning at ~50% parameters, after distillation",
+    "d": "pruned + distilled beats the same architecture trained from scratch on equal tokens",
+    "e": "importance-based pruning beats random pruning (same group structure)",
+}
+
+
+def _mamba(study: Study) -> Mamba2Config:
+    return next(x for x in study.teacher.config.layers if isinstance(x, Mamba2Config))
+
+
+def variants_a(study: Study) -> list[Variant]:
+    """heads: half the heads; channels and both: head_dim searched to match its count."""
+    m = _mamba(study)
+    h, p, g = m.num_heads, m.head_dim, m.n_groups
+    heads = {"mamba_num_heads": h // 2}
+    ref = study.params_of(heads)
+    ch = match_value(lambda d: study.params_of({"mamba_head_dim": d}), range(1, p), ref)[0]
+    both_h = max(x for x in range(g, h, g) if x > h // 2) if h // 2 + g < h else h - g
+    both_d = match_value(
+        lambda d: study.params_of({"mamba_num_heads": both_h, "mamba_head_dim": d}),
+        range(1, p),
+        ref,
+    )[0]
+    return [
+        Variant(f"heads[mamba_num_heads={h // 2}]", heads),
+        Variant(f"channels[mamba_head_dim={ch}]", {"mamba_head_dim": ch}),
+        Variant(
+            f"both[mamba_num_heads={both_h},mamba_head_dim={both_d}]",
+            {"mamba_num_heads": both_h, "mamba_head_dim": both_d},
+        ),
+    ]
+
+
+def variants_b(study: Study) -> list[Variant]:
+    t = {"mamba_num_heads": _mamba(study).num_heads // 2}
+    return [
+        Variant(f"{g}[mamba_num_heads={t['mamba_num_heads']}]", t, mamba_grouping=g)
+        for g in ("aware", "unaware")
+    ]
+
+
+def width_depth(study: Study) -> tuple[Variant, Variant]:
+    """depth: the layer count closest to half the teacher's parameters (whatever fraction
+    that is: embeddings cannot be dropped; the fraction is recorded); width: hidden,
+    MLP (scaled with hidden) and half the Mamba heads, hidden searched to match depth."""
+    cfg = study.teacher.config
+    half = count_params(cfg)["total"] // 2
+    n = len(cfg.layers)
+    layers, depth_count = match_value(
+        lambda k: study.params_of({"num_hidden_layers": k}), range(1, n), half, tol=1.0
+    )
+    mlp = next(x.intermediate for x in cfg.layers if hasattr(x, "intermediate"))
+
+    def width(hd: int) -> dict:
+        return {
+            "hidden_size": hd,
+            "intermediate_size": max(1, round(mlp * hd / cfg.hidden)),
+            "mamba_num_heads": _mamba(study).num_heads // 2,
+        }
+
+    hd = match_value(lambda x: study.params_of(width(x)), range(4, cfg.hidden), depth_count)[0]
+    return (
+        Variant(f"width[hidden_size={hd}]", width(hd)),
+        Variant(f"depth[num_hidden_layers={layers}]", {"num_hidden_layers": layers}),
+    )
+
+
+def variants_e(study: Study) -> list[Variant]:
+    w = width_depth(study)[0]
+    return [Variant("importance", w.targets), Variant("random", w.targets, ranking="random")]
+
+
+def measure(study: Study, v: Variant, *, distill: bool, decode: bool = False) -> dict:
+    """Every seed's zero-shot loss (and distilled loss) of ``v``."""
+    zs = [study.pruned(v, s) for s in study.cfg.seeds(False)]
+    out = {
+        "name": v.name,
+        "ranking": v.ranking,
+        "mamba_grouping": v.mamba_grouping,
+        "targets": v.targets,
+        "params": zs[0]["params"],
+        "params_per_seed": [r["params"] for r in zs],
+        "zero_shot_loss": [r["zero_shot_loss"] for r in zs],
+        "distilled_loss": None,
+        "decode_tok_s": study.decode(zs[0]["config"]) if decode and study.cfg.decode_new else None,
+    }
+    if distill:
+        out["distilled_loss"] = [study.distilled(v, s)["loss"] for s in study.cfg.seeds(True)]
+    return out
+
+
+def verdict(variants: list[dict], better: str, others: list[str]) -> tuple[str, bool]:
+    """(basis, reproduced): on distilled losses when every compared variant has them, else
+    zero-shot; ``better`` must beat each of ``others`` by the rule."""
+    by = {v["name"]: v for v in variants}
+    names = [better, *others]
+    basis = "distilled_loss" if all(by[n]["distilled_loss"] for n in names) else "zero_shot_loss"
+    ok = all(reproduced(by[better][basis], by[o][basis]) for o in others)
+    return basis, ok
+
+
+def finding(fid: str, variants: list[dict], better: str, others: list[str], **extra) -> dict:
+    basis, ok = verdict(variants, better, others)
+    return {
+        "id": fid,
+        "claim": CLAIMS[fid],
+        "expected_better": better,
+        "compared_to": others,
+        "basis": basis,
+        "reproduced": ok,
+        "variants": variants,
+        **extra,
+    }
+
+
+def scratch_curve(study: Study, distilled: dict) -> dict:
+    """(d): scratch runs at growing token multiples, stopping once scratch catches up."""
+    target, _ = mean_std(distilled["distilled_loss"])
+    config = study.pruned(Variant(distilled["name"], distilled["targets"]), 0)["config"]
+    rows, caught = [], None
+    for k in study.cfg.scratch_multiples:
+        runs = [study.scratch(config, k, s) for s in study.cfg.seeds(True)]
+        rows.append(
+            {
+                "name": f"scratch-{k}x",
+                "multiple": k,
+                "tokens": runs[0]["tokens"],
+                "params": distilled["params"],
+                "targets": distilled["targets"],
+                "ranking": None,
+                "mamba_grouping": None,
+                "zero_shot_loss": None,
+                "decode_tok_s": None,
+                "distilled_loss": None,
+                "scratch_loss": [r["loss"] for r in runs],
+            }
+        )
+        if mean_std(rows[-1]["scratch_loss"])[0] <= target:
+            caught = k
+            break
+    return {"scratch": rows, "catch_up_multiple": caught}
