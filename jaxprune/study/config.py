@@ -87,7 +87,7 @@ QUICK = StudyConfig(
 )
 
 TINY = StudyConfig(
-    vocab_size=256,
+    vocab_size=320,  # > the byte-level alphabet (256) + EOS
     hidden=32,
     pattern="M-*-",
     mamba_heads=8,
