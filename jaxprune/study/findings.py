@@ -61,8 +61,8 @@ def variants_b(study: Study) -> list[Variant]:
 
 def width_depth(study: Study) -> tuple[Variant, Variant]:
     """depth: the layer count closest to half the teacher's parameters (whatever fraction
-    that is: embeddings cannot be dropped; the fraction is recorded); width: hidden,
-    MLP (scaled with hidden) and half the Mamba heads, hidden searched to match depth."""
+    that is: embeddings cannot be dropped; the count is recorded); width: half the Mamba
+    heads, with hidden and MLP sizes searched (a grid) to match depth's count."""
     cfg = study.teacher.config
     half = count_params(cfg)["total"] // 2
     n = len(cfg.layers)
@@ -70,17 +70,19 @@ def width_depth(study: Study) -> tuple[Variant, Variant]:
         lambda k: study.params_of({"num_hidden_layers": k}), range(1, n), half, tol=1.0
     )
     mlp = next(x.intermediate for x in cfg.layers if hasattr(x, "intermediate"))
+    heads = _mamba(study).num_heads // 2
 
-    def width(hd: int) -> dict:
-        return {
-            "hidden_size": hd,
-            "intermediate_size": max(1, round(mlp * hd / cfg.hidden)),
-            "mamba_num_heads": _mamba(study).num_heads // 2,
-        }
+    def width(hf: tuple[int, int]) -> dict:
+        return {"hidden_size": hf[0], "intermediate_size": hf[1], "mamba_num_heads": heads}
 
-    hd = match_value(lambda x: study.params_of(width(x)), range(4, cfg.hidden), depth_count)[0]
+    grid = [
+        (hd, f)
+        for hd in range(max(4, cfg.hidden // 4), cfg.hidden)
+        for f in range(max(1, mlp // 8), mlp + 1, max(1, mlp // 32))
+    ]
+    hd, f = match_value(lambda x: study.params_of(width(x)), grid, depth_count)[0]
     return (
-        Variant(f"width[hidden_size={hd}]", width(hd)),
+        Variant(f"width[hidden_size={hd},intermediate_size={f}]", width((hd, f))),
         Variant(f"depth[num_hidden_layers={layers}]", {"num_hidden_layers": layers}),
     )
 

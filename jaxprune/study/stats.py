@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from jaxprune.errors import UserError
 
@@ -41,11 +42,11 @@ def rel_diff(a: float, b: float) -> float:
 
 
 def match_value(
-    count: Callable[[int], int], values: Iterable[int], reference: int, tol: float = 0.02
-) -> tuple[int, int]:
-    """The integer among ``values`` whose ``count(value)`` is closest to ``reference``
-    (ties: the first), with its count; UserError when even that one is off by more than
-    ``tol`` (relative)."""
+    count: Callable[[Any], int], values: Iterable[Any], reference: int, tol: float = 0.02
+) -> tuple[Any, int]:
+    """The value (an integer target, or a tuple of them) among ``values`` whose
+    ``count(value)`` is closest to ``reference`` (ties: the first), with its count;
+    UserError when even that one is off by more than ``tol`` (relative)."""
     best = None
     for v in values:
         c = count(v)
