@@ -13,7 +13,7 @@ from __future__ import annotations
 from jaxprune.config import Mamba2Config
 from jaxprune.counts import count_params
 from jaxprune.study.runs import Study, Variant
-from jaxprune.study.stats import match_value, mean_std, reproduced
+from jaxprune.study.stats import match_value, mean_std, rel_diff, reproduced
 
 CLAIMS = {
     "a": "Mamba head pruning beats head-channel pruning and both, at equal parameters",
@@ -80,7 +80,10 @@ def width_depth(study: Study) -> tuple[Variant, Variant]:
         for hd in range(max(4, cfg.hidden // 4), cfg.hidden)
         for f in range(max(1, mlp // 8), mlp + 1, max(1, mlp // 32))
     ]
-    hd, f = match_value(lambda x: study.params_of(width(x)), grid, depth_count)[0]
+    # the most balanced (hidden and MLP kept in about the same proportion) within 2%
+    ok = [x for x in grid if rel_diff(study.params_of(width(x)), depth_count) <= 0.02]
+    hd, f = min(ok, key=lambda x: abs(x[0] / cfg.hidden - x[1] / mlp)) if ok else grid[0]
+    match_value(lambda x: study.params_of(width(x)), [(hd, f)], depth_count)  # 2% or raise
     return (
         Variant(f"width[hidden_size={hd},intermediate_size={f}]", width((hd, f))),
         Variant(f"depth[num_hidden_layers={layers}]", {"num_hidden_layers": layers}),
