@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxprune.atomic import atomic_write_text
 from jaxprune.data import Corpus, load_corpus
+from jaxprune.data.text import jsonl_texts
 from jaxprune.errors import UserError
 from jaxprune.small_lm import stdlib_split, train_tokenizer
 from jaxprune.study.cache import digest
@@ -99,6 +100,15 @@ def _text_files(path: Path | None, work: Path, held_fraction: float):
     return out[0], out[1], (".txt",)
 
 
+def _plain(files: list[Path], d: Path) -> list[Path]:
+    """Text files for tokenizer training: ``.jsonl`` files as their ``text`` fields."""
+    if not any(f.suffix == ".jsonl" for f in files):
+        return files
+    out = d / "tokenizer_train.txt"
+    out.write_text("\n".join(t for f in files for t in jsonl_texts(f)), encoding="utf-8")
+    return [out]
+
+
 def _key(path: Path | None, tokenizer: str | None, vocab: int, held_fraction: float) -> str:
     stat = None if path is None else [str(path.resolve()), os.path.getsize(path)]
     return digest({"data": stat, "tok": tokenizer, "vocab": vocab, "held": held_fraction})
@@ -132,7 +142,7 @@ def prepare(
     else:
         train, held, suffixes = _text_files(path, d, held_fraction)
         if tokenizer is None:
-            tokenizer = train_tokenizer(train, vocab_size, d)
+            tokenizer = train_tokenizer(_plain(train, d), vocab_size, d)
             tok_dir = d
         kw = dict(tokenizer=tokenizer, vocab_size=vocab_size, text_suffixes=suffixes)
         a = load_corpus(train, **kw)

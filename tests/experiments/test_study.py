@@ -177,3 +177,19 @@ def test_quick_zero_shot_study_end_to_end_and_resumes(tmp_path, capsys):
     new_lines = (out / "work.log").read_text()[len(log_before) :].split("\n")
     assert new_lines[0] and all(line.split()[1] == "cached" for line in new_lines if line)
     assert again["findings"]["a"]["variants"] == res["findings"]["a"]["variants"]
+
+
+def test_text_data_split_by_lines_tokenizer_from_training_lines_only(tmp_path):
+    from jaxprune.study.data import prepare
+    from jaxprune.tokenizer import load_tokenizer
+
+    lines = [f"verse {i}: and the word was {i % 7}\n" for i in range(200)]
+    src = tmp_path / "t.txt"
+    src.write_text("".join(lines))
+    split, tok_dir = prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)
+    tok = load_tokenizer(tok_dir)
+    held = tok.decode(split.tokens[split.n_train :].tolist())
+    assert held == "".join(lines[180:])  # the last 10% of the lines, nothing else
+    assert tok.decode(split.tokens[: split.n_train].tolist()) == "".join(lines[:180])
+    again, _ = prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)  # cached
+    assert np.array_equal(again.tokens, split.tokens) and again.n_train == split.n_train
