@@ -96,6 +96,9 @@ def small_train_config(
 
 def train_small(tc: TrainConfig, model, corpus, out: Path, teacher=None, resume=False):
     """Run ``tc`` (from :func:`small_train_config`) into ``out``; returns the trained model
-    loaded back from ``out``. ``resume``: continue from ``out``'s last checkpoint."""
-    run(tc, student=model, train_source=corpus, out=out, teacher=teacher, resume=resume)
+    loaded back from ``out``. ``resume``: continue from ``out``'s last checkpoint. A run
+    stopped by SIGTERM (checkpoint saved, nothing exported) raises RuntimeError."""
+    res = run(tc, student=model, train_source=corpus, out=out, teacher=teacher, resume=resume)
+    if res.status != "done":
+        raise RuntimeError(f"training {res.status} at step {res.step}; rerun to resume")
     return load_native(out)[0]
