@@ -114,25 +114,40 @@ def measure(study: Study, v: Variant, *, distill: bool, decode: bool = False) ->
     return out
 
 
-def verdict(variants: list[dict], better: str, others: list[str]) -> tuple[str, bool]:
-    """(basis, reproduced): on distilled losses when every compared variant has them, else
-    zero-shot; ``better`` must beat each of ``others`` by the rule."""
+def verdict(variants: list[dict], better: str, others: list[str]) -> dict[str, bool | None]:
+    """{basis: reproduced} for ``zero_shot_loss`` and ``distilled_loss`` (None when not
+    every compared variant was distilled): ``better`` must beat each of ``others``."""
     by = {v["name"]: v for v in variants}
-    names = [better, *others]
-    basis = "distilled_loss" if all(by[n]["distilled_loss"] for n in names) else "zero_shot_loss"
-    ok = all(reproduced(by[better][basis], by[o][basis]) for o in others)
-    return basis, ok
+    out: dict[str, bool | None] = {}
+    for basis in ("zero_shot_loss", "distilled_loss"):
+        if all(by[n][basis] for n in [better, *others]):
+            out[basis] = all(reproduced(by[better][basis], by[o][basis]) for o in others)
+        else:
+            out[basis] = None
+    return out
 
 
 def finding(fid: str, variants: list[dict], better: str, others: list[str], **extra) -> dict:
-    basis, ok = verdict(variants, better, others)
+    """The record of one finding. ``reproduced``: on the distilled losses where run, else
+    zero-shot; for (e) (importance should win both ways) zero-shot and distilled."""
+    by = verdict(variants, better, others)
+    if by["distilled_loss"] is None:
+        basis, ok = "zero_shot_loss", bool(by["zero_shot_loss"])
+    elif fid == "e":
+        basis, ok = (
+            "zero_shot_loss and distilled_loss",
+            by["zero_shot_loss"] and by["distilled_loss"],
+        )
+    else:
+        basis, ok = "distilled_loss", by["distilled_loss"]
     return {
         "id": fid,
         "claim": CLAIMS[fid],
         "expected_better": better,
         "compared_to": others,
         "basis": basis,
-        "reproduced": ok,
+        "reproduced": bool(ok),
+        "reproduced_by": by,
         "variants": variants,
         **extra,
     }

@@ -70,7 +70,8 @@ def _teacher_and_split(cfg, out: Path, teacher: str | None, data: str | None, ca
 
     lm = resolve_model(teacher)
     spec = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
-    key = digest({"teacher": spec})
+    stamp = [(p.name, p.stat().st_mtime_ns) for p in sorted(Path(spec).glob("*.json"))]
+    key = digest({"teacher": spec, "files": stamp})  # a rewritten checkpoint: new runs
     split, _ = prepare(
         path,
         out / "data",

@@ -118,6 +118,7 @@ class Study:
             "data": self.data_key,
             "rows": self.cfg.calib_rows,
             "eval_rows": self.cfg.eval_rows,
+            "seq_len": self.cfg.seq_len,
         }
 
     def pruned(self, v: Variant, seed: int) -> dict:

@@ -152,6 +152,7 @@ def test_quick_zero_shot_study_end_to_end_and_resumes(tmp_path, capsys):
                 _recomputed(by, f["expected_better"], o, "zero_shot_loss") for o in f["compared_to"]
             )
             assert f["reproduced"] == want and f["basis"] == "zero_shot_loss"
+            assert f["reproduced_by"] == {"zero_shot_loss": want, "distilled_loss": None}
     names = lambda fid: [v["name"] for v in res["findings"][fid]["variants"]]  # noqa: E731
     assert [n.split("[")[0] for n in names("a")] == ["heads", "channels", "both"]
     assert [n.split("[")[0] for n in names("b")] == ["aware", "unaware"]
