@@ -56,7 +56,7 @@ def bars(path: Path, f: dict) -> None:
     x = np.arange(len(names))
     for j, key in enumerate(("zero_shot_loss", "distilled_loss")):
         stats = [mean_std(v[key]) if v.get(key) else (np.nan, 0.0) for v in f["variants"]]
-        ax.bar(
+        bars = ax.bar(
             x + (j - 0.5) * 0.38,
             [m for m, _ in stats],
             0.38,
@@ -64,6 +64,7 @@ def bars(path: Path, f: dict) -> None:
             capsize=3,
             label=key.replace("_", " "),
         )
+        ax.bar_label(bars, fmt="%.3f", fontsize=6)  # bars start at 0: the means as text
     ax.set_xticks(x, names, rotation=12, fontsize=7)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("held-out loss (nats)")
@@ -176,10 +177,13 @@ def write_report(out: Path, results: dict, scores, cfg) -> Path:
         for k, f in r["findings"].items()
     ]
     d = r["findings"]["d"]
-    verdicts.append(
-        f"- (d) scratch catches up at: {d.get('catch_up_multiple') or 'not within'}"
-        " x the distillation tokens"
-    )
+    if d["basis"] != "not run":
+        caught = d.get("catch_up_multiple")
+        verdicts.append(
+            f"- (d) scratch catches up at {caught}x the distillation tokens"
+            if caught
+            else f"- (d) scratch did not catch up within {d['variants'][-1]['name']}"
+        )
     body = [
         table(r),
         "",
