@@ -13,19 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
-import sysconfig
 import tempfile
-import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import jax
-import jax.numpy as jnp
-from flax import nnx
 
 from jaxprune.atomic import atomic_output_dir
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig
@@ -33,12 +25,17 @@ from jaxprune.converters.native import load_native, save_model
 from jaxprune.counts import count_params
 from jaxprune.data import corpus_rows, load_corpus
 from jaxprune.evaluation import evaluate_lm_loss
-from jaxprune.inference import make_generate
 from jaxprune.nn.model import init_model
 from jaxprune.pruning.prune import prune
 from jaxprune.pruning.scoring import score_model
+from jaxprune.small_lm import (
+    decode_tps,
+    small_train_config,
+    stdlib_split,
+    train_small,
+    train_tokenizer,
+)
 from jaxprune.tokenizer import model_tokenizer
-from jaxprune.train import LossConfig, OptimConfig, TrainConfig, run
 
 
 @dataclass(frozen=True)
@@ -98,75 +95,18 @@ TINY = DemoConfig(
 )
 
 
-def stdlib_split(max_mb: float) -> tuple[list[Path], list[Path]]:
-    """(train, held-out) .py files of the standard library; ~1 in 20 modules held out."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        p
-        for p in root.rglob("*.py")
-        if not {"test", "tests", "site-packages", "idle_test"} & set(p.parts)
-    )
-    train, held, size = [], [], 0
-    for p in files:
-        rel = str(p.relative_to(root)).encode()
-        if zlib.crc32(rel) % 20 == 0:
-            held.append(p)
-        elif size < max_mb * 1e6:
-            train.append(p)
-            size += p.stat().st_size
-    if not train or not held:
-        raise ValueError(f"no Python standard library sources found under {root}")
-    return train, held
-
-
-def train_tokenizer(files: list[Path], vocab_size: int, out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train([str(f) for f in files], trainer)
-    tok.save(str(out / "tokenizer.json"))
-    return tok
-
-
-def decode_tps(model, prompt_len: int = 32, new: int = 64) -> float:
-    """Greedy decode tokens/s at batch 1 (compilation excluded)."""
-    gen = make_generate(model, new)
-    state = nnx.state(model)
-    prompt = jnp.zeros((1, prompt_len), jnp.int32)
-    jax.block_until_ready(gen(state, prompt, jax.random.key(0)))
-    t0 = time.perf_counter()
-    jax.block_until_ready(gen(state, prompt, jax.random.key(0)))
-    return new / (time.perf_counter() - t0)
-
-
 def _train(cfg: DemoConfig, model, corpus, out: Path, steps: int, teacher=None):
-    loss = LossConfig(kl="forward") if teacher is not None else LossConfig(kl="none", ce_weight=1.0)
-    tc = TrainConfig(
-        steps=steps,
+    tc = small_train_config(
+        steps,
         batch_size=cfg.batch_size,
         seq_len=cfg.seq_len,
+        lr=cfg.lr,
         seed=cfg.seed,
-        compute_dtype="float32",
-        teacher_dtype="float32",
-        loss=loss,
-        optim=OptimConfig(lr=cfg.lr, warmup_steps=max(1, steps // 20)),
-        save_every=steps,
-        keep=1,
-        async_save=False,
-        log_every=max(1, steps // 10),
-        progress=True,
-        mesh=(math.gcd(cfg.batch_size, jax.device_count()), 1, 1),  # data parallel
+        distill=teacher is not None,
     )
+    tc = dataclasses.replace(tc, save_every=steps)
     shutil.rmtree(out, ignore_errors=True)  # the demo's own scratch output from a past run
-    run(tc, student=model, train_source=corpus, out=out, teacher=teacher)
-    return load_native(out)[0]
+    return train_small(tc, model, corpus, out, teacher)
 
 
 def cache_root() -> Path:

@@ -1,0 +1,50 @@
+"""Every run of the study cached under ``OUT/runs/<kind>/<key>/`` (key: a digest of the
+run's inputs), finished when its ``result.json`` exists; ``OUT/work.log`` gets one line
+per run: ``computed`` when it ran, ``cached`` when a finished result was reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jaxprune.atomic import atomic_write_text
+
+
+def digest(inputs: dict) -> str:
+    """A stable 12-hex key of JSON-able ``inputs``."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class RunCache:
+    """Run directories and results under ``root``; ``log`` counts what ran this session."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.root / "work.log"
+        self.computed: list[str] = []
+
+    def dir(self, kind: str, inputs: dict) -> Path:
+        return self.root / "runs" / kind / digest(inputs)
+
+    def _log(self, what: str, kind: str, path: Path) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what} {kind} {path.name}\n")
+
+    def get(self, kind: str, inputs: dict, compute: Callable[[Path], dict]) -> dict:
+        """The cached result of run ``kind`` with ``inputs``, else ``compute(run_dir)``'s
+        (saved with the inputs, atomically, so an interrupted run is redone or resumed)."""
+        d = self.dir(kind, inputs)
+        done = d / "result.json"
+        if done.is_file():
+            self._log("cached", kind, d)
+            return json.loads(done.read_text())["result"]
+        d.mkdir(parents=True, exist_ok=True)
+        result = compute(d)
+        atomic_write_text(done, json.dumps({"inputs": inputs, "result": result}, indent=1))
+        self.computed.append(f"{kind}/{d.name}")
+        self._log("computed", kind, d)
+        return result
