@@ -56,7 +56,7 @@ def host_batch(accum: int, micro: int, t: int, seed: int = 0) -> dict[str, np.nd
 
 
 def build_step(
-    cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cfg=None, fused_loss=True
+    cfg: TrainConfig, n_devices: int, *, student_cfg=None, teacher_cfg=None, fused_loss=False
 ):
     """(step_fn, state, rest, teacher_state, batch_placer) on a (n, 1, 1) or (2, 2, 2) mesh.
     ``fused_loss``: see ``jaxprune.train.step.make_step_fn``."""

@@ -80,7 +80,7 @@ def micro_losses(
     student_def: Any,
     teacher_def: Any | None,
     loss: LossConfig,
-    fused: bool = True,
+    fused: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Objective of one micro-batch (b, T), normalized by ``count`` tokens of the whole step.
 
@@ -123,11 +123,13 @@ def logit_losses(
     targets: jax.Array,
     mask: jax.Array,
     loss: LossConfig,
-    fused: bool = True,
+    fused: bool = False,
 ) -> dict[str, jax.Array]:
     """Token sums {"kl", "ce"} of the logit losses: the fused analytic-gradient version
     (``jaxprune.train.fused_loss``) when ``fused`` and it applies, else the generic chunked
-    one (``jaxprune.train.losses.chunked_logit_losses``, remat of both heads)."""
+    one (``jaxprune.train.losses.chunked_logit_losses``, remat of both heads; the default:
+    on 2 CPU cores the fused loss was 3% faster for bench-10m's 8k vocabulary but 10% slower
+    for a 135M Llama's 49k one, BENCHMARKS.md)."""
     if fused and supports(loss):
         head, hp = LMHead.of(model)
         t_head, t_hp = LMHead.of(t_model) if t_model is not None else (None, None)
@@ -147,7 +149,7 @@ def make_step_fn(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     loss: LossConfig,
-    fused_loss: bool = True,
+    fused_loss: bool = False,
 ) -> StepFn:
     """The un-jitted step ``(state, rest, teacher_state, batch) -> (state, metrics)``.
 
@@ -252,7 +254,7 @@ def make_train_step(
     cfg: TrainConfig,
     mesh: Mesh,
     state_sh: dict,
-    fused_loss: bool = True,
+    fused_loss: bool = False,
 ) -> StepFn:
     """``jax.jit`` of :func:`make_step_fn` with in/out shardings; the state is donated."""
     fn = make_step_fn(
