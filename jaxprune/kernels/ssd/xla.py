@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxprune.kernels.ssd.reference import _initial_state, _masked_exp, _pad_time, _segments
-from jaxprune.kernels.ssd.xla_bwd import chunk_step_bwd
+from jaxprune.kernels.ssd.xla_bwd import chunk_setup, chunk_step_bwd
 
 Array = jax.Array
 
@@ -56,18 +56,7 @@ def _chunk_step(
     """One chunk. prev (b, G, r, P, N), x (b, Q, G, r, P), dt (b, Q, G, r), B/C (b, Q, G, N),
     a (G, r); masks (intra (b, Q, Q), state (b, Q), keep (b,), prev (b, Q)) or None.
     Returns (y (b, Q, G, r, P), state after the chunk)."""
-    q = x.shape[1]
-    dtt = jnp.moveaxis(dt, 1, -1)  # (b, G, r, Q)
-    lam = jnp.cumsum(dtt * a[:, :, None], axis=-1)
-    lam_last = lam[..., -1]
-    causal = jnp.tril(jnp.ones((q, q), bool))
-    if masks is None:
-        intra, state_m, keep, prev_m = causal, None, None, None
-    else:
-        intra, state_m, keep, prev_m = masks
-        intra = (intra & causal)[:, None, None]
-        state_m = state_m[:, None, None]
-        prev_m = prev_m[:, None, None]
+    dtt, lam, lam_last, (intra, state_m, keep, prev_m) = chunk_setup(dt, a, masks)
 
     cb = jnp.einsum("bmgn,bkgn->bgmk", C, B)
     decay = _masked_exp(lam[..., :, None] - lam[..., None, :], intra)  # (b, G, r, Q, Q)

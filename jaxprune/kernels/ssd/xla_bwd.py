@@ -21,6 +21,26 @@ def _t(v: Array) -> Array:
     return jnp.moveaxis(v, -1, 1)[..., None]
 
 
+def chunk_setup(dt: Array, a: Array, masks: tuple | None) -> tuple:
+    """What the forward and the backward of one chunk both start from: dt as (b, G, r, Q),
+    its cumulative decay lam = cumsum(dt * a) and lam's last column (b, G, r), and the
+    masks broadcast against (b, G, r, ...): (intra (.., Q, Q) with the causal mask folded
+    in, state (.., Q), keep (b,), prev (.., Q)); None entries mean "all allowed"."""
+    q = dt.shape[1]
+    dtt = jnp.moveaxis(dt, 1, -1)  # (b, G, r, Q)
+    lam = jnp.cumsum(dtt * a[:, :, None], axis=-1)
+    causal = jnp.tril(jnp.ones((q, q), bool))
+    if masks is None:
+        return dtt, lam, lam[..., -1], (causal, None, None, None)
+    intra, state_m, keep, prev_m = masks
+    return (
+        dtt,
+        lam,
+        lam[..., -1],
+        ((intra & causal)[:, None, None], state_m[:, None, None], keep, prev_m[:, None, None]),
+    )
+
+
 def chunk_step_bwd(
     prev: Array,
     x: Array,
@@ -34,18 +54,7 @@ def chunk_step_bwd(
 ) -> tuple[Array, ...]:
     """Cotangents (dprev, dx, ddt, dB, dC, da) of one chunk given dy (b, Q, G, r, P) and the
     cotangent dnew (b, G, r, P, N) of the state after the chunk."""
-    q = x.shape[1]
-    dtt = jnp.moveaxis(dt, 1, -1)  # (b, G, r, Q)
-    lam = jnp.cumsum(dtt * a[:, :, None], axis=-1)
-    lam_last = lam[..., -1]
-    causal = jnp.tril(jnp.ones((q, q), bool))
-    if masks is None:
-        intra, state_m, keep, prev_m = causal, None, None, None
-    else:
-        intra, state_m, keep, prev_m = masks
-        intra = (intra & causal)[:, None, None]
-        state_m = state_m[:, None, None]
-        prev_m = prev_m[:, None, None]
+    dtt, lam, lam_last, (intra, state_m, keep, prev_m) = chunk_setup(dt, a, masks)
     cb = jnp.einsum("bmgn,bkgn->bgmk", C, B)
     v = lam[..., :, None] - lam[..., None, :]
     decay = _masked_exp(v, intra)  # (b, G, r, Q, Q)
