@@ -34,6 +34,21 @@ P, N = 5, 7
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
 
 
+def make_inputs(seed: int, b: int, t: int, h: int, g: int) -> dict:
+    """Random fp32 numpy inputs of the scan itself (P=5, N=7; no eager compiles): x,
+    processed (positive) dt, negative A, B, C and an initial state h0."""
+    rng = np.random.default_rng(seed)
+    out = {
+        "x": rng.standard_normal((b, t, h, P)),
+        "dt": np.log1p(np.exp(rng.standard_normal((b, t, h)) - 1.0)),
+        "A": -np.exp(0.5 * rng.standard_normal(h)),
+        "B": rng.standard_normal((b, t, g, N)),
+        "C": rng.standard_normal((b, t, g, N)),
+        "h0": rng.standard_normal((b, h, P, N)),
+    }
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
 def make_args(seed: int, b: int, t: int, h: int, g: int, p: int = P, n: int = N) -> dict:
     """Random fp32 inputs keyed by `NAMES`; dt is raw (softplus is applied by the op)."""
     rng = np.random.default_rng(seed)

@@ -14,9 +14,7 @@ from jaxprune.kernels.ssd import (
     ssd_sequential,
     ssd_step,
 )
-from jaxprune.testing.ssd import SEQ_IDX_37, segments_to_ids
-
-P, N = 5, 7
+from jaxprune.testing.ssd import SEQ_IDX_37, N, P, make_inputs, segments_to_ids
 
 chunked = jax.jit(ssd_chunked, static_argnames=("chunk_size",))
 sequential = jax.jit(ssd_sequential)
@@ -25,20 +23,6 @@ api = jax.jit(
     mamba_chunk_scan,
     static_argnames=("chunk_size", "dt_softplus", "dt_limit", "return_final_states", "impl"),
 )
-
-
-def make_inputs(seed: int, b: int, t: int, h: int, g: int) -> dict:
-    """Random fp32 numpy inputs (no eager compiles) with processed (positive) dt and negative A."""
-    rng = np.random.default_rng(seed)
-    out = {
-        "x": rng.standard_normal((b, t, h, P)),
-        "dt": np.log1p(np.exp(rng.standard_normal((b, t, h)) - 1.0)),
-        "A": -np.exp(0.5 * rng.standard_normal(h)),
-        "B": rng.standard_normal((b, t, g, N)),
-        "C": rng.standard_normal((b, t, g, N)),
-        "h0": rng.standard_normal((b, h, P, N)),
-    }
-    return {k: v.astype(np.float32) for k, v in out.items()}
 
 
 def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5) -> None:

@@ -11,24 +11,9 @@ import pytest
 
 from jaxprune.kernels.ssd import mamba_chunk_scan, ssd_chunked, ssd_sequential
 from jaxprune.kernels.ssd.xla import CPU_CHUNK, internal_chunk, ssd_xla
-from jaxprune.testing.ssd import SEQ_IDX_37
+from jaxprune.testing.ssd import SEQ_IDX_37, N, P, make_inputs
 
-P, N = 5, 7
 ARGS = ("x", "dt", "A", "B", "C", "h0")
-
-
-def make_inputs(seed: int, b: int, t: int, h: int, g: int) -> dict:
-    """fp32 numpy inputs: processed (positive) dt, negative A, an initial state."""
-    rng = np.random.default_rng(seed)
-    out = {
-        "x": rng.standard_normal((b, t, h, P)),
-        "dt": np.log1p(np.exp(rng.standard_normal((b, t, h)) - 1.0)),
-        "A": -np.exp(0.5 * rng.standard_normal(h)),
-        "B": rng.standard_normal((b, t, g, N)),
-        "C": rng.standard_normal((b, t, g, N)),
-        "h0": rng.standard_normal((b, h, P, N)),
-    }
-    return {k: v.astype(np.float32) for k, v in out.items()}
 
 
 def value_and_grads(fn, d: dict, seq_idx, q: int | None) -> tuple:
