@@ -84,7 +84,7 @@ def small_train_config(
         compute_dtype="float32",
         teacher_dtype="float32",
         loss=loss,
-        optim=OptimConfig(lr=lr, warmup_steps=max(1, steps // 20)),
+        optim=OptimConfig(lr=lr),  # the default warm-up: 5% of the run, at most 100
         save_every=max(1, steps // 4),
         keep=1,
         async_save=False,

@@ -83,6 +83,16 @@ def _teacher_and_split(cfg, out: Path, teacher: str | None, data: str | None, ca
     return lm.model, key, split, {"trained_here": False, "spec": teacher}
 
 
+def open_study(
+    cfg: StudyConfig, out: Path, *, teacher: str | None = None, data: str | None = None
+) -> tuple[Study, dict]:
+    """The study's state under ``out`` (data split, teacher given or trained and cached)
+    and a record of where the teacher came from."""
+    cache = RunCache(Path(out))
+    model, key, split, tinfo = _teacher_and_split(cfg, Path(out), teacher, data, cache)
+    return Study(cfg, split, model, key, cache), tinfo
+
+
 def run_study(
     cfg: StudyConfig,
     out: Path,
@@ -95,9 +105,8 @@ def run_study(
     """Run (or resume) every finding; returns the results dict also written to
     ``out/results.json``."""
     out = Path(out)
-    cache = RunCache(out)
-    model, key, split, tinfo = _teacher_and_split(cfg, out, teacher, data, cache)
-    study = Study(cfg, split, model, key, cache)
+    study, tinfo = open_study(cfg, out, teacher=teacher, data=data)
+    model, split, cache = study.teacher, study.split, study.cache
     distill = not zero_shot_only
     res: dict[str, dict] = {}
     va = [F.measure(study, v, distill=distill, decode=True) for v in F.variants_a(study)]
@@ -118,7 +127,7 @@ def run_study(
             "zero_shot": cfg.seeds(False),
             "distill": [] if zero_shot_only else cfg.seeds(True),
         },
-        "machine": _machine(),
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "data": {
             "source": split.source,
@@ -166,7 +175,7 @@ def _finding_d(study: Study, width: dict, distill: bool) -> dict:
     }
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
     import os
 
     return {
