@@ -77,7 +77,7 @@ class OptimConfig:
     * lr) or ``wsd`` (warm-up, stable, then a linear decay over the last ``decay_fraction``
     of the steps), or ``constant``. Weight decay applies to parameters with >= 2 dims only."""
 
-    lr: float = 3e-4
+    lr: float = 1e-3  # the distillation sweep in BENCHMARKS.md (experiments/lr_sweep.py)
     min_lr_ratio: float = 0.1
     warmup_steps: int | None = None
     warmup_fraction: float = 0.05
