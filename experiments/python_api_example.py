@@ -10,6 +10,7 @@ directory, removed at the end).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -90,13 +91,16 @@ def one_call(out: Path | None = None) -> jaxprune.CompressResult:
 
 
 def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", help="output directory (default: a temporary one)")
+    out = ap.parse_args(argv).out
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(argv[0]) if argv else Path(tmp)
+        root = Path(out) if out else Path(tmp)
         t0 = time.perf_counter()
         steps = step_by_step(root / "steps")
         print("step by step:", {k: round(v, 4) for k, v in steps["losses"].items()})
         print("search chose", steps["search"].best.targets, "| HF export:", steps["hf"])
-        result = one_call(root / "compress" if argv else None)
+        result = one_call(root / "compress" if out else None)
         print("compress:", result.targets, [(r["model"], r["params"]) for r in result.rows])
         print(f"done in {time.perf_counter() - t0:.1f}s")
 
