@@ -25,7 +25,10 @@ def _run(n_devices, cfg, steps=2, **kw):
 def test_loss_and_params_agree_between_1_and_8_devices():
     """A teacher of another architecture (deeper, wider), intermediate losses through
     a learned map, CE, gradient accumulation: fp32 loss equal on 1 and 8 devices."""
-    cfg = TrainConfig(steps=4, batch_size=8, seq_len=12, grad_accum=2, loss=KD, **FP32)
+    # AdamW turns float-rounding differences of near-zero gradients into updates of up
+    # to lr per step, so the parameter tolerance below holds for lr 3e-4
+    optim = OptimConfig(lr=3e-4)
+    cfg = TrainConfig(steps=4, batch_size=8, seq_len=12, grad_accum=2, loss=KD, optim=optim, **FP32)
     one, m1 = _run(1, cfg, teacher_cfg=small_config(32, "M-*-"))
     eight, m8 = _run(8, cfg, teacher_cfg=small_config(32, "M-*-"))
     for a, b in zip(m1, m8):
