@@ -70,6 +70,12 @@ def decode_tps(model, prompt_len: int = 32, new: int = 64) -> float:
     return new / (time.perf_counter() - t0)
 
 
+def small_optim(lr: float) -> OptimConfig:
+    """The optimizer of :func:`small_train_config`: the library's defaults (warm-up 5% of
+    the run, at most 100 steps; cosine) at peak ``lr``. Cache keys of small runs hold it."""
+    return OptimConfig(lr=lr)
+
+
 def small_train_config(
     steps: int, *, batch_size: int, seq_len: int, lr: float, seed: int, distill: bool
 ) -> TrainConfig:
@@ -84,7 +90,7 @@ def small_train_config(
         compute_dtype="float32",
         teacher_dtype="float32",
         loss=loss,
-        optim=OptimConfig(lr=lr),  # the default warm-up: 5% of the run, at most 100
+        optim=small_optim(lr),
         save_every=max(1, steps // 4),
         keep=1,
         async_save=False,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shutil
@@ -16,7 +17,7 @@ from jaxprune.converters.native import load_native
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
-from jaxprune.small_lm import small_train_config
+from jaxprune.small_lm import small_optim, small_train_config
 from jaxprune.study import findings as F
 from jaxprune.study.cache import RunCache, digest
 from jaxprune.study.config import StudyConfig
@@ -35,6 +36,7 @@ def _own_teacher(cfg: StudyConfig, split: Split, tok_dir: Path | None, cache: Ru
         "batch": cfg.batch_size,
         "seq_len": cfg.seq_len,
         "lr": cfg.lr,
+        "optim": dataclasses.asdict(small_optim(cfg.lr)),
         "data": {"source": split.source, "n_train": split.n_train},
     }
 

@@ -6,6 +6,7 @@ use (``score_model``, ``prune``, ``jaxprune.train.run``, ``evaluate_lm_loss``)."
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from jaxprune.nn.model import init_model
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan, prune
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_model, with_ranking
-from jaxprune.small_lm import decode_tps, small_train_config, train_small
+from jaxprune.small_lm import decode_tps, small_optim, small_train_config, train_small
 from jaxprune.study.cache import RunCache
 from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import Split
@@ -158,6 +159,7 @@ class Study:
             "batch": self.cfg.batch_size,
             "seq_len": self.cfg.seq_len,
             "lr": self.cfg.lr,
+            "optim": dataclasses.asdict(small_optim(self.cfg.lr)),
         }
 
         def compute(d: Path) -> dict:
@@ -178,6 +180,7 @@ class Study:
             "batch": self.cfg.batch_size,
             "seq_len": self.cfg.seq_len,
             "lr": self.cfg.lr,
+            "optim": dataclasses.asdict(small_optim(self.cfg.lr)),
             "eval_rows": self.cfg.eval_rows,
         }
 

@@ -37,7 +37,7 @@ def test_best_lr_is_the_lowest_mean_at_that_length():
     assert recommend_lr(rows, 50, tol=1.0) == 1e-3
 
 
-def test_lr_sweep_end_to_end_and_cached(tmp_path, capsys):
+def test_lr_sweep_end_to_end_and_cached(tmp_path, capsys, monkeypatch):
     teacher, data = tiny_study_inputs(tmp_path)
     out = tmp_path / "out"
     args = ["--size", "tiny", "--teacher", str(teacher), "--data", str(data), "--out", str(out)]
@@ -66,3 +66,12 @@ def test_lr_sweep_end_to_end_and_cached(tmp_path, capsys):
     assert again["computed_this_run"] == [] and again["rows"] == rows
     assert main([*args[:-6], "--lrs", "0", "--steps", "3"]) == 2
     assert "need --seeds >= 1" in capsys.readouterr().err
+
+    # another optimizer schedule is another run: never served from the cache
+    import jaxprune.study.runs as runs
+    from jaxprune.train.config import OptimConfig
+
+    monkeypatch.setattr(runs, "small_optim", lambda lr: OptimConfig(lr=lr, warmup_fraction=0.5))
+    assert main([*args[:-2], "--seeds", "1", "--lrs", "1e-4"]) == 0
+    redone = json.loads((out / "lr_sweep.json").read_text())["computed_this_run"]
+    assert [c.split("/")[0] for c in redone] == ["distill"], redone
