@@ -93,10 +93,20 @@ class _Preemption:
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    """Refuse a file or (without ``resume``) a non-empty directory. With several processes
+    every process checks before any of them writes (the allgather is the barrier), and all
+    refuse when one does."""
+    err = None
     if out.is_file():
-        raise UserError(f"output {out} is a file")
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise UserError(f"output directory {out} is not empty; pass --resume to continue a run")
+        err = UserError(f"output {out} is a file")
+    elif not resume and out.is_dir() and any(out.iterdir()):
+        err = UserError(f"output directory {out} is not empty; pass --resume to continue a run")
+    if jax.process_count() > 1:
+        refused = multihost_utils.process_allgather(np.asarray(err is not None))
+        if err is None and bool(np.any(refused)):
+            err = UserError(f"output {out} was refused by another process")
+    if err is not None:
+        raise err
 
 
 def _mesh(sizes: tuple[int, int, int]):
