@@ -6,9 +6,8 @@ use (``score_model``, ``prune``, ``jaxprune.train.run``, ``evaluate_lm_loss``)."
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +158,7 @@ class Study:
             "batch": self.cfg.batch_size,
             "seq_len": self.cfg.seq_len,
             "lr": self.cfg.lr,
-            "optim": dataclasses.asdict(small_optim(self.cfg.lr)),
+            "optim": asdict(small_optim(self.cfg.lr)),
         }
 
         def compute(d: Path) -> dict:
@@ -180,7 +179,7 @@ class Study:
             "batch": self.cfg.batch_size,
             "seq_len": self.cfg.seq_len,
             "lr": self.cfg.lr,
-            "optim": dataclasses.asdict(small_optim(self.cfg.lr)),
+            "optim": asdict(small_optim(self.cfg.lr)),
             "eval_rows": self.cfg.eval_rows,
         }
 
