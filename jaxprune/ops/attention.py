@@ -55,7 +55,7 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
 
 #: Tk from which "auto" takes the blockwise kernel off-GPU (measured on CPU with
 #: experiments/bench_attention.py: below it the one-shot reference is as fast or faster).
-BLOCKWISE_MIN_TK = 512
+BLOCKWISE_MIN_TK = 256
 _CUDNN_DTYPES = ("bfloat16", "float16")
 
 

@@ -97,43 +97,75 @@ def _slice(x: jax.Array, start, size: int) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)
 
 
-def _scores(qb, kb, scale):
-    return jnp.einsum("bqkrd,bskd->bkrqs", qb, kb, preferred_element_type=jnp.float32) * scale
+def _full(q_pos, q_seg, k_pos, k_seg, meta: _Meta) -> jax.Array:
+    """(nq, nk) bool: block pairs whose every (query, key) pair is visible, so that their
+    scores need no mask (padded inputs as in :func:`_needed`; a KV block that runs past
+    ``tk`` is never full, its first slots having been seen already)."""
+    qmin, qmax, qsmin, qsmax = _summaries(q_pos, q_seg, q_pos >= 0, meta.bq)
+    kmin, kmax, ksmin, ksmax = _summaries(k_pos, k_seg, k_pos >= 0, meta.bk)
+    bq, bk = meta.bq, meta.bk
+    q_ok = jnp.all((q_pos >= 0).reshape(q_pos.shape[0], -1, bq), axis=(0, 2))
+    k_ok = jnp.all((k_pos >= 0).reshape(k_pos.shape[0], -1, bk), axis=(0, 2))
+    k_ok &= (jnp.arange(k_ok.shape[0]) + 1) * bk <= meta.tk
+    full = q_ok[:, None] & k_ok[None, :] & (kmax[None, :] <= qmin[:, None])
+    if meta.window is not None:
+        full &= kmin[None, :] > qmax[:, None] - meta.window
+    one_doc = (qsmin == qsmax)[:, None] & (ksmin == ksmax)[None, :]
+    return full & one_doc & (qsmin[:, None] == ksmin[None, :])
 
 
 def _forward(q, k, v, q_pos, k_pos, q_seg, k_seg, meta: _Meta):
     """Returns out (b, Tq, Hq, D) in q's dtype and lse (nq, b, Hkv, r, bq) fp32.
 
     Keys are not padded (a decode step must not copy the cache): the last KV block is read
-    at ``tk - bk`` and its slots before ``j * bk`` are masked as already seen."""
+    at ``tk - bk`` and its slots before ``j * bk`` are masked as already seen. With more than
+    one query (prefill, training) K and V are laid out head-major once, so that no block
+    pair transposes them again; block pairs that are entirely visible skip the mask."""
     b, tq, hq, d = q.shape
     hkv, bq, bk, tk = k.shape[2], meta.bq, meta.bk, meta.tk
     r, nq, nk = hq // hkv, -(-tq // bq), -(-tk // bk)
     scale = d**-0.5
     qp_pad, qs_pad = _pad(q_pos, nq * bq, -1), _pad(q_seg, nq * bq, 0)
-    need = _needed(qp_pad, qs_pad, _pad(k_pos, nk * bk, -1), _pad(k_seg, nk * bk, 0), meta)
-    lo, hi = _ranges(need)
-    q_pad = _pad(q, nq * bq, 0).reshape(b, nq * bq, hkv, r, d)
+    kp_pad, ks_pad = _pad(k_pos, nk * bk, -1), _pad(k_seg, nk * bk, 0)
+    lo, hi = _ranges(_needed(qp_pad, qs_pad, kp_pad, ks_pad, meta))
+    full = _full(qp_pad, qs_pad, kp_pad, ks_pad, meta)
+    # (b, Hkv, r, nq*bq, D): each query block is a contiguous slice for the score matmuls
+    q_t = _pad(q, nq * bq, 0).reshape(b, nq * bq, hkv, r, d).transpose(0, 2, 3, 1, 4)
+    head_major = tq > 1
+    if head_major:  # (b, Hkv, Tk, D)
+        k_in, v_in, kv_axis, kv_sub = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), 2, "bksd"
+    else:
+        k_in, v_in, kv_axis, kv_sub = k, v, 1, "bskd"
+    f32 = partial(jnp.einsum, preferred_element_type=jnp.float32)
 
     def q_block(i):
-        qb = _slice(q_pad, i * bq, bq)
+        qb = jax.lax.dynamic_slice_in_dim(q_t, i * bq, bq, axis=3)
         qp, qs = _slice(qp_pad, i * bq, bq), _slice(qs_pad, i * bq, bq)
 
-        def body(j, carry):
+        def update(carry, s, vb, mask):
             m, l, acc = carry
-            start = jnp.minimum(j * bk, tk - bk)
-            kb, vb = _slice(k, start, bk).astype(q.dtype), _slice(v, start, bk).astype(q.dtype)
-            slots = start + jnp.arange(bk)
-            mask = _visible(qp, qs, _slice(k_pos, start, bk), _slice(k_seg, start, bk), meta.window)
-            mask = (mask & (slots >= j * bk)[None, None, :])[:, None, None]
-            s = jnp.where(mask, _scores(qb, kb, scale), _NEG)
             m_new = jnp.maximum(m, s.max(-1))
-            p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
+            p = jnp.exp(s - m_new[..., None])
+            if mask is not None:
+                p = jnp.where(mask, p, 0.0)
             corr = jnp.exp(m - m_new)
-            pv = jnp.einsum(
-                "bkrqs,bskd->bkrqd", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32
-            )
+            pv = f32(f"bkrqs,{kv_sub}->bkrqd", p.astype(vb.dtype), vb)
             return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+        def body(j, carry):
+            start = jnp.minimum(j * bk, tk - bk)
+            kb = jax.lax.dynamic_slice_in_dim(k_in, start, bk, axis=kv_axis).astype(q.dtype)
+            vb = jax.lax.dynamic_slice_in_dim(v_in, start, bk, axis=kv_axis).astype(q.dtype)
+            s = f32(f"bkrqd,{kv_sub}->bkrqs", qb, kb) * scale
+
+            def masked(carry):
+                slots = start + jnp.arange(bk)
+                kp, ks = _slice(k_pos, start, bk), _slice(k_seg, start, bk)
+                mask = _visible(qp, qs, kp, ks, meta.window)
+                mask = (mask & (slots >= j * bk)[None, None, :])[:, None, None]
+                return update(carry, jnp.where(mask, s, _NEG), vb, mask)
+
+            return jax.lax.cond(full[i, j], lambda c: update(c, s, vb, None), masked, carry)
 
         init = (
             jnp.full((b, hkv, r, bq), _NEG, jnp.float32),
@@ -152,7 +184,8 @@ def _forward(q, k, v, q_pos, k_pos, q_seg, k_seg, meta: _Meta):
 
 def _backward(q, k, v, q_pos, k_pos, q_seg, k_seg, out, lse, g, meta: _Meta):
     """Flash backward: one pass over KV blocks, each over its visible query blocks; dq is
-    accumulated in a (b, Tq, ...) fp32 buffer carried through the loop."""
+    accumulated in a (b, Hkv, r, Tq, D) fp32 buffer carried through the loop. Every operand
+    is laid out head-major once; entirely visible block pairs skip the mask."""
     b, tq, hq, d = q.shape
     hkv, bq, bk = k.shape[2], meta.bq, meta.bk
     r, nq, nk = hq // hkv, -(-tq // bq), -(-meta.tk // bk)
@@ -160,46 +193,56 @@ def _backward(q, k, v, q_pos, k_pos, q_seg, k_seg, out, lse, g, meta: _Meta):
     qp_pad, qs_pad = _pad(q_pos, nq * bq, -1), _pad(q_seg, nq * bq, 0)
     kp_pad, ks_pad = _pad(k_pos, nk * bk, -1), _pad(k_seg, nk * bk, 0)
     lo, hi = _ranges(_needed(qp_pad, qs_pad, kp_pad, ks_pad, meta).T)
-    grp = (b, nq * bq, hkv, r, d)
-    q_pad, g_pad = _pad(q, nq * bq, 0).reshape(grp), _pad(g, nq * bq, 0).reshape(grp)
-    o_pad = _pad(out, nq * bq, 0).reshape(grp)
-    delta = jnp.einsum("bqkrd,bqkrd->bkrq", g_pad.astype(jnp.float32), o_pad.astype(jnp.float32))
+    full = _full(qp_pad, qs_pad, kp_pad, ks_pad, meta)
+
+    def heads(x, n):  # (b, T, Hq, D) -> (b, Hkv, r, n, D)
+        return _pad(x, n, 0).reshape(b, n, hkv, r, d).transpose(0, 2, 3, 1, 4)
+
+    q_t, g_t, o_t = heads(q, nq * bq), heads(g, nq * bq), heads(out, nq * bq)
+    delta = jnp.einsum("bkrqd,bkrqd->bkrq", g_t.astype(jnp.float32), o_t.astype(jnp.float32))
     lse = lse.transpose(1, 2, 3, 0, 4).reshape(b, hkv, r, nq * bq)
-    k_pad, v_pad = _pad(k, nk * bk, 0), _pad(v, nk * bk, 0)
+    k_t = _pad(k, nk * bk, 0).transpose(0, 2, 1, 3)  # (b, Hkv, Tk, D)
+    v_t = _pad(v, nk * bk, 0).transpose(0, 2, 1, 3)
+    f32 = partial(jnp.einsum, preferred_element_type=jnp.float32)
 
     def kv_block(dq, j):
-        kb = _slice(k_pad, j * bk, bk).astype(q.dtype)
-        vb = _slice(v_pad, j * bk, bk).astype(g.dtype)
+        kb = jax.lax.dynamic_slice_in_dim(k_t, j * bk, bk, axis=2).astype(q.dtype)
+        vb = jax.lax.dynamic_slice_in_dim(v_t, j * bk, bk, axis=2).astype(g.dtype)
         kp, ks = _slice(kp_pad, j * bk, bk), _slice(ks_pad, j * bk, bk)
 
         def body(i, carry):
             dk, dv, dq = carry
-            qb, gb = _slice(q_pad, i * bq, bq), _slice(g_pad, i * bq, bq)
+            qb = jax.lax.dynamic_slice_in_dim(q_t, i * bq, bq, axis=3)
+            gb = jax.lax.dynamic_slice_in_dim(g_t, i * bq, bq, axis=3)
             lse_b = jax.lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=3)
             delta_b = jax.lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
-            mask = _visible(
-                _slice(qp_pad, i * bq, bq), _slice(qs_pad, i * bq, bq), kp, ks, meta.window
-            )[:, None, None]
-            s = _scores(qb, kb, scale)
-            p = jnp.where(mask, jnp.exp(jnp.where(mask, s, _NEG) - lse_b[..., None]), 0.0)
-            f32 = partial(jnp.einsum, preferred_element_type=jnp.float32)
-            dv = dv + f32("bkrqs,bqkrd->bskd", p.astype(gb.dtype), gb)
-            dp = f32("bqkrd,bskd->bkrqs", gb, vb)
-            ds = (p * (dp - delta_b[..., None]) * scale).astype(q.dtype)
-            dk = dk + f32("bkrqs,bqkrd->bskd", ds, qb)
-            dq_b = _slice(dq, i * bq, bq) + f32("bkrqs,bskd->bqkrd", ds, kb)
-            return dk, dv, jax.lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=1)
+            s = f32("bkrqd,bksd->bkrqs", qb, kb) * scale
 
-        zeros = jnp.zeros((b, bk, hkv, d), jnp.float32)
+            def masked(s):
+                qp, qs = _slice(qp_pad, i * bq, bq), _slice(qs_pad, i * bq, bq)
+                mask = _visible(qp, qs, kp, ks, meta.window)[:, None, None]
+                return jnp.where(mask, jnp.exp(jnp.where(mask, s, _NEG) - lse_b[..., None]), 0.0)
+
+            p = jax.lax.cond(full[i, j], lambda s: jnp.exp(s - lse_b[..., None]), masked, s)
+            dv = dv + f32("bkrqs,bkrqd->bksd", p.astype(gb.dtype), gb)
+            dp = f32("bkrqd,bksd->bkrqs", gb, vb)
+            ds = (p * (dp - delta_b[..., None]) * scale).astype(q.dtype)
+            dk = dk + f32("bkrqs,bkrqd->bksd", ds, qb)
+            dq_b = jax.lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=3)
+            dq_b = dq_b + f32("bkrqs,bksd->bkrqd", ds, kb)
+            return dk, dv, jax.lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=3)
+
+        zeros = jnp.zeros((b, hkv, bk, d), jnp.float32)
         dk, dv, dq = jax.lax.fori_loop(lo[j], hi[j], body, (zeros, zeros, dq))
         return dq, (dk, dv)
 
-    dq, (dk, dv) = jax.lax.scan(kv_block, jnp.zeros(grp, jnp.float32), jnp.arange(nk))
+    dq0 = jnp.zeros((b, hkv, r, nq * bq, d), jnp.float32)
+    dq, (dk, dv) = jax.lax.scan(kv_block, dq0, jnp.arange(nk))
 
-    def unblock(x):  # (nk, b, bk, hkv, d) -> (b, tk, hkv, d)
-        return x.transpose(1, 0, 2, 3, 4).reshape(b, nk * bk, hkv, d)[:, : meta.tk]
+    def unblock(x):  # (nk, b, hkv, bk, d) -> (b, tk, hkv, d)
+        return x.transpose(1, 0, 3, 2, 4).reshape(b, nk * bk, hkv, d)[:, : meta.tk]
 
-    dq = dq.reshape(b, nq * bq, hq, d)[:, :tq].astype(q.dtype)
+    dq = dq.transpose(0, 3, 1, 2, 4).reshape(b, nq * bq, hq, d)[:, :tq].astype(q.dtype)
     return dq, unblock(dk).astype(k.dtype), unblock(dv).astype(v.dtype)
 
 

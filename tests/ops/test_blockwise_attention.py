@@ -9,7 +9,7 @@ import pytest
 
 from jaxprune.errors import UserError
 from jaxprune.ops.attention import BLOCKWISE_MIN_TK, dot_product_attention, select_impl
-from jaxprune.ops.blockwise_attention import blockwise_attention
+from jaxprune.ops.blockwise_attention import _full, _Meta, blockwise_attention
 
 D = 8
 
@@ -110,6 +110,29 @@ def test_skipping_changes_nothing_numerically():
     a = blockwise_attention(q, k, v, **kw)
     b = blockwise_attention(q, k, v, skip=False, **kw)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [None, 33])
+def test_entirely_visible_blocks_skip_the_mask_and_agree(window):
+    """With 8 x 8 blocks the strictly lower block triangle (inside the window) is entirely
+    visible and is computed without a mask: values and gradients still match; a block of
+    another document, a left-padded block or the cache's overhanging last block is not."""
+    q, k, v = _inputs(8, 2, 64, 64, 4, 2)
+    pos = _arange(2, 64)
+    _check(*_pair(pos, pos, window=window, bq=8, bk=8), q, k, v)
+    full = np.asarray(_full(pos, jnp.zeros_like(pos), pos, jnp.zeros_like(pos),
+                            _Meta(window, 8, 8, 64, 64)))  # fmt: skip
+    i, j = np.indices(full.shape)
+    expect = j < i if window is None else (j < i) & (8 * j > 8 * i + 7 - window)
+    np.testing.assert_array_equal(full, expect)
+    seg = jnp.asarray([[0] * 20 + [1] * 44] * 2, jnp.int32)
+    padded = _arange(2, 64, offset=[0, 12])
+    assert not np.asarray(_full(pos, seg, pos, seg, _Meta(None, 8, 8, 64, 64)))[3, 2]
+    assert not np.asarray(_full(padded, seg * 0, padded, seg * 0, _Meta(None, 8, 8, 64, 64)))[4, 1]
+    short = jnp.where(pos < 60, pos, -1)  # a 60-slot cache padded to whole blocks
+    assert not np.asarray(_full(pos, seg * 0, short, seg * 0, _Meta(None, 8, 8, 64, 60)))[
+        :, 7
+    ].any()
 
 
 def test_block_larger_than_sequence():
