@@ -51,11 +51,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _add_distributed(p)
     sub = p.add_subparsers(dest="command", required=True)
     _with_defaults_in_help(sub)
     for module in (compress, model, evaluate, prune, train, inference):
         module.add_parsers(sub)
     return p
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    """Options of a multi-process run, given before the command (see jaxprune.distributed)."""
+    g = p.add_argument_group(
+        "multi-process runs (one process per host; before the command, e.g. "
+        "`jaxprune --distributed distill ...`)"
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run found by JAX's cluster detection (SLURM, Open MPI, ...)",
+    )
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="this process's id, 0-based")
+
+
+def _join(args: argparse.Namespace) -> None:
+    """Join the multi-process run the options or the environment ask for, if any."""
+    from jaxprune.distributed import DistributedConfig, describe, initialize
+
+    cfg = DistributedConfig(
+        getattr(args, "coordinator", None),
+        getattr(args, "num_processes", None),
+        getattr(args, "process_id", None),
+        bool(getattr(args, "distributed", False)),
+    )
+    if initialize(cfg)[1] > 1 or cfg.requested:
+        print(describe(), file=sys.stderr)
 
 
 def _with_defaults_in_help(sub) -> None:
@@ -74,6 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
     from jaxprune.train.trainer import NonFiniteError
 
     try:
+        _join(args)
         return args.fn(args)
     except (UserError, *_PATH_ERRORS) as e:
         print(f"jaxprune: error: {one_line(e)}", file=sys.stderr)
