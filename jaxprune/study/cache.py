@@ -1,6 +1,8 @@
 """Every run of the study cached under ``OUT/runs/<kind>/<key>/`` (key: a digest of the
 run's inputs), finished when its ``result.json`` exists; ``OUT/work.log`` gets one line
-per run: ``computed`` when it ran, ``cached`` when a finished result was reused."""
+per run: ``computed`` when it ran, ``cached`` when a finished result was reused,
+``recomputed`` when a finished run's artifact (a model, say) was needed but is gone: only
+the small results of a study are meant to be kept (committed), its models are rebuilt."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from jaxprune.atomic import atomic_write_text
 
@@ -34,17 +38,41 @@ class RunCache:
         with open(self.log_path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what} {kind} {path.name}\n")
 
-    def get(self, kind: str, inputs: dict, compute: Callable[[Path], dict]) -> dict:
+    def get(
+        self, kind: str, inputs: dict, compute: Callable[[Path], dict], need: tuple = ()
+    ) -> dict:
         """The cached result of run ``kind`` with ``inputs``, else ``compute(run_dir)``'s
-        (saved with the inputs, atomically, so an interrupted run is redone or resumed)."""
+        (saved with the inputs, atomically, so an interrupted run is redone or resumed).
+        ``need``: files or folders of the run directory the caller reads; a finished run
+        missing one is recomputed. A result's ``digest`` entry (of its weights, say) must
+        come out the same when recomputed, else the cached results downstream of it would
+        describe another run: that is an error."""
         d = self.dir(kind, inputs)
         done = d / "result.json"
-        if done.is_file():
+        old = json.loads(done.read_text())["result"] if done.is_file() else None
+        if old is not None and all((d / n).exists() for n in need):
             self._log("cached", kind, d)
-            return json.loads(done.read_text())["result"]
+            return old
         d.mkdir(parents=True, exist_ok=True)
         result = compute(d)
+        if old is not None and "digest" in old and old["digest"] != result.get("digest"):
+            self._log("differs", kind, d)
+            raise RuntimeError(
+                f"{kind} run {d} recomputed with digest {result.get('digest')}, the cached "
+                f"one was {old.get('digest')}: the computation is not reproducible here, so "
+                "the cached results that depend on it cannot be mixed with new ones"
+            )
         atomic_write_text(done, json.dumps({"inputs": inputs, "result": result}, indent=1))
         self.computed.append(f"{kind}/{d.name}")
-        self._log("computed", kind, d)
+        self._log("recomputed" if old is not None else "computed", kind, d)
         return result
+
+
+def array_digest(arrays) -> str:
+    """A 16-hex digest of the bytes of a sequence of arrays (weights, token ids)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

@@ -24,7 +24,7 @@ from jaxprune.data import Corpus, load_corpus
 from jaxprune.data.text import jsonl_texts
 from jaxprune.errors import UserError
 from jaxprune.small_lm import stdlib_split, train_tokenizer
-from jaxprune.study.cache import digest
+from jaxprune.study.cache import array_digest, digest
 
 REPO = Path(__file__).resolve().parents[2]
 KJV = REPO.parent / "shared" / "data" / "kjv.txt.gz"
@@ -125,13 +125,17 @@ def prepare(
 ) -> tuple[Split, Path | None]:
     """The split of ``path`` (None: the stdlib) and the directory of a tokenizer trained on
     its training part (None when ``tokenizer`` was given or the data are token ids).
-    Cached under ``work/<key>``."""
+    Cached under ``work/<key>``; a cache that kept only ``split.json`` and the tokenizer
+    (the tokens are not committed) re-tokenizes with that tokenizer and checks the digest."""
     d = work / _key(path, tokenizer_id, vocab_size, held_fraction)
     meta = d / "split.json"
-    if meta.is_file():
-        info = json.loads(meta.read_text())
-        tok_dir = d if (d / "tokenizer.json").is_file() else None
-        return Split(np.load(d / "tokens.npy"), info["n_train"], info["source"]), tok_dir
+    info = json.loads(meta.read_text()) if meta.is_file() else None
+    kept_tok = (d / "tokenizer.json").is_file()
+    if info is not None and (d / "tokens.npy").is_file():
+        tokens = np.load(d / "tokens.npy")
+        if "digest" not in info:  # a cache written before the digest was recorded
+            atomic_write_text(meta, json.dumps({**info, "digest": array_digest([tokens])}))
+        return Split(tokens, info["n_train"], info["source"]), (d if kept_tok else None)
     d.mkdir(parents=True, exist_ok=True)
     source = str(path) if path is not None else "python-stdlib"
     tok_dir = None
@@ -142,7 +146,12 @@ def prepare(
     else:
         train, held, suffixes = _text_files(path, d, held_fraction)
         if tokenizer is None:
-            tokenizer = train_tokenizer(_plain(train, d), vocab_size, d)
+            if info is not None and kept_tok:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
+            else:
+                tokenizer = train_tokenizer(_plain(train, d), vocab_size, d)
             tok_dir = d
         kw = dict(tokenizer=tokenizer, vocab_size=vocab_size, text_suffixes=suffixes)
         a = load_corpus(train, **kw)
@@ -150,6 +159,12 @@ def prepare(
         tokens = np.concatenate([a.tokens(0, a.num_tokens), b.tokens(0, b.num_tokens)])
         n_train = a.num_tokens
     tokens = np.asarray(tokens, np.int32)
+    sha = array_digest([tokens])
+    if info is not None and info.get("digest", sha) != sha:
+        raise RuntimeError(
+            f"{d}: the data re-tokenized to digest {sha}, the cached split had "
+            f"{info['digest']}: the results cached with it describe other tokens"
+        )
     np.save(d / "tokens.npy", tokens)
-    atomic_write_text(meta, json.dumps({"n_train": int(n_train), "source": source}))
+    atomic_write_text(meta, json.dumps({"n_train": int(n_train), "source": source, "digest": sha}))
     return Split(tokens, int(n_train), source), tok_dir

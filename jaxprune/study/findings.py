@@ -25,7 +25,7 @@ CLAIMS = {
 
 
 def _mamba(study: Study) -> Mamba2Config:
-    return next(x for x in study.teacher.config.layers if isinstance(x, Mamba2Config))
+    return next(x for x in study.teacher_config.layers if isinstance(x, Mamba2Config))
 
 
 def variants_a(study: Study) -> list[Variant]:
@@ -63,7 +63,7 @@ def width_depth(study: Study) -> tuple[Variant, Variant]:
     """depth: the layer count closest to half the teacher's parameters (whatever fraction
     that is: embeddings cannot be dropped; the count is recorded); width: half the Mamba
     heads, with hidden and MLP sizes searched (a grid) to match depth's count."""
-    cfg = study.teacher.config
+    cfg = study.teacher_config
     half = count_params(cfg)["total"] // 2
     n = len(cfg.layers)
     layers, depth_count = match_value(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jax
+from flax import nnx
 
 from jaxprune.atomic import atomic_write_text
 from jaxprune.converters.native import load_native
@@ -19,7 +20,7 @@ from jaxprune.errors import UserError
 from jaxprune.nn.model import init_model
 from jaxprune.small_lm import small_optim, small_train_config
 from jaxprune.study import findings as F
-from jaxprune.study.cache import RunCache, digest
+from jaxprune.study.cache import RunCache, array_digest, digest
 from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import Split, default_data, prepare
 from jaxprune.study.report import write_report
@@ -28,7 +29,9 @@ from jaxprune.study.stats import reproduced
 
 
 def _own_teacher(cfg: StudyConfig, split: Split, tok_dir: Path | None, cache: RunCache):
-    """Train (or reuse) the study's hybrid teacher on the training part."""
+    """The study's hybrid teacher trained on the training part, as (config, key, loader,
+    tokens): training runs when ``loader()`` is first called and no trained copy is cached
+    (a cache holding only results retrains it; its weights must then match bit for bit)."""
     tcfg = cfg.teacher()
     inputs = {
         "config": tcfg.to_dict(),
@@ -49,13 +52,20 @@ def _own_teacher(cfg: StudyConfig, split: Split, tok_dir: Path | None, cache: Ru
             seed=0,
             distill=False,
         )
-        train_resumable(tc, init_model(tcfg, 0), split, d / "model")
+        model = train_resumable(tc, init_model(tcfg, 0), split, d / "model")
         if tok_dir is not None:
             shutil.copy(tok_dir / "tokenizer.json", d / "model" / "tokenizer.json")
-        return {"tokens": cfg.teacher_steps * cfg.batch_size * cfg.seq_len}
+        return {
+            "tokens": cfg.teacher_steps * cfg.batch_size * cfg.seq_len,
+            "digest": array_digest(jax.tree.leaves(nnx.state(model))),
+        }
 
-    res = cache.get("teacher", inputs, compute)
-    return load_native(cache.dir("teacher", inputs) / "model")[0], digest(inputs), res["tokens"]
+    def loader():
+        cache.get("teacher", inputs, compute, need=("model/jaxprune.json",))
+        return load_native(cache.dir("teacher", inputs) / "model")[0]
+
+    tokens = cfg.teacher_steps * cfg.batch_size * cfg.seq_len
+    return tcfg, digest(inputs), loader, tokens
 
 
 def _teacher_and_split(cfg, out: Path, teacher: str | None, data: str | None, cache):
@@ -66,8 +76,8 @@ def _teacher_and_split(cfg, out: Path, teacher: str | None, data: str | None, ca
         split, tok_dir = prepare(
             path, out / "data", vocab_size=cfg.vocab_size, held_fraction=cfg.held_fraction
         )
-        model, key, tokens = _own_teacher(cfg, split, tok_dir, cache)
-        return model, key, split, {"trained_here": True, "tokens": tokens}
+        tcfg, key, loader, tokens = _own_teacher(cfg, split, tok_dir, cache)
+        return tcfg, loader, key, split, {"trained_here": True, "tokens": tokens}
     from jaxprune.models import resolve_model
 
     lm = resolve_model(teacher)
@@ -82,7 +92,7 @@ def _teacher_and_split(cfg, out: Path, teacher: str | None, data: str | None, ca
         tokenizer_id=key,
         held_fraction=cfg.held_fraction,
     )
-    return lm.model, key, split, {"trained_here": False, "spec": teacher}
+    return lm.config, lambda: lm.model, key, split, {"trained_here": False, "spec": teacher}
 
 
 def open_study(
@@ -91,8 +101,8 @@ def open_study(
     """The study's state under ``out`` (data split, teacher given or trained and cached)
     and a record of where the teacher came from."""
     cache = RunCache(Path(out))
-    model, key, split, tinfo = _teacher_and_split(cfg, Path(out), teacher, data, cache)
-    return Study(cfg, split, model, key, cache), tinfo
+    tcfg, loader, key, split, tinfo = _teacher_and_split(cfg, Path(out), teacher, data, cache)
+    return Study(cfg, split, tcfg, loader, key, cache), tinfo
 
 
 def run_study(
@@ -108,7 +118,7 @@ def run_study(
     ``out/results.json``."""
     out = Path(out)
     study, tinfo = open_study(cfg, out, teacher=teacher, data=data)
-    model, split, cache = study.teacher, study.split, study.cache
+    tcfg, split, cache = study.teacher_config, study.split, study.cache
     distill = not zero_shot_only
     res: dict[str, dict] = {}
     va = [F.measure(study, v, distill=distill, decode=True) for v in F.variants_a(study)]
@@ -138,15 +148,15 @@ def run_study(
         },
         "teacher": {
             **tinfo,
-            "params": count_params(model.config)["total"],
-            "pattern": model.config.pattern,
-            "loss": study.loss(model),
+            "params": count_params(tcfg)["total"],
+            "pattern": tcfg.pattern,
+            "loss": study.teacher_loss(),
         },
         "findings": res,
         "computed_this_run": list(cache.computed),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    write_report(out, results, study.scores(0), model.config)
+    write_report(out, results, study.scores(0), tcfg)
     return results
 
 

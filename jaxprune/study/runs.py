@@ -7,6 +7,7 @@ use (``score_model``, ``prune``, ``jaxprune.train.run``, ``evaluate_lm_loss``)."
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,14 +54,23 @@ class Variant:
 
 @dataclass
 class Study:
-    """The state every run needs: sizes, data split, teacher and the cache."""
+    """The state every run needs: sizes, data split, teacher and the cache. The teacher's
+    weights are loaded (or trained) only when a run that is not cached needs them."""
 
     cfg: StudyConfig
     split: Split
-    teacher: object
+    teacher_config: ModelConfig
+    load_teacher: Callable[[], object]
     teacher_key: str
     cache: RunCache
     _scores: dict = field(default_factory=dict)
+    _teacher: object = None
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            self._teacher = self.load_teacher()
+        return self._teacher
 
     @property
     def data_key(self) -> dict:
@@ -92,11 +102,11 @@ class Study:
         def compute(d: Path) -> dict:
             rows = self.split.calib_rows(self.cfg.seq_len, self.cfg.calib_rows, seed)
             sc = score_model(self.teacher, rows, batch_size=8)
-            sc.save(d / "scores.npz", self.teacher.config)
+            sc.save(d / "scores.npz", self.teacher_config)
             return {"path": "scores.npz"}
 
-        self.cache.get("scores", inputs, compute)
-        sc = Scores.load(self.cache.dir("scores", inputs) / "scores.npz", self.teacher.config)
+        self.cache.get("scores", inputs, compute, need=("scores.npz",))
+        sc = Scores.load(self.cache.dir("scores", inputs) / "scores.npz", self.teacher_config)
         self._scores[seed] = sc
         return sc
 
@@ -106,7 +116,7 @@ class Study:
 
     def params_of(self, targets: dict, seed: int = 0) -> int:
         """Parameter count of the teacher pruned to ``targets`` (no weights touched)."""
-        cfg = self.teacher.config
+        cfg = self.teacher_config
         kept = plan(cfg, self.scores(seed).scores, targets)
         return count_params(shrink_config(cfg, kept))["total"]
 
@@ -121,8 +131,9 @@ class Study:
             "seq_len": self.cfg.seq_len,
         }
 
-    def pruned(self, v: Variant, seed: int) -> dict:
-        """Prune with the seed's scores; saves the model; {params, zero_shot_loss, config}."""
+    def pruned(self, v: Variant, seed: int, need_model: bool = False) -> dict:
+        """Prune with the seed's scores; saves the model; {params, zero_shot_loss, config}.
+        ``need_model``: the pruned weights are about to be read (redo a results-only run)."""
         inputs = self._prune_inputs(v, seed)
 
         def compute(d: Path) -> dict:
@@ -136,7 +147,8 @@ class Study:
                 "config": m.config.to_dict(),
             }
 
-        return self.cache.get("prune", inputs, compute)
+        need = ("model/jaxprune.json",) if need_model else ()
+        return self.cache.get("prune", inputs, compute, need=need)
 
     def _train(self, d: Path, model, steps: int, seed: int, teacher) -> float:
         tc = small_train_config(
@@ -162,6 +174,7 @@ class Study:
         }
 
         def compute(d: Path) -> dict:
+            self.pruned(v, seed, need_model=True)
             model = load_native(self.cache.dir("prune", self._prune_inputs(v, seed)) / "model")[0]
             return {"loss": self._train(d, model, self.cfg.distill_steps, seed, self.teacher)}
 

@@ -194,3 +194,73 @@ def test_text_data_split_by_lines_tokenizer_from_training_lines_only(tmp_path):
     assert tok.decode(split.tokens[: split.n_train].tolist()) == "".join(lines[:180])
     again, _ = prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)  # cached
     assert np.array_equal(again.tokens, split.tokens) and again.n_train == split.n_train
+
+
+def test_run_cache_recomputes_a_missing_artifact_and_checks_its_digest(tmp_path):
+    cache, calls = RunCache(tmp_path), []
+
+    def compute(d: Path, digest: str = "d1") -> dict:
+        calls.append(d)
+        (d / "model").mkdir(exist_ok=True)
+        return {"digest": digest}
+
+    cache.get("m", {"a": 1}, compute, need=("model",))
+    cache.get("m", {"a": 1}, compute, need=("model",))
+    assert len(calls) == 1  # artifact present: cached
+    (cache.dir("m", {"a": 1}) / "model").rmdir()  # a results-only (committed) cache
+    assert cache.get("m", {"a": 1}, compute) == {"digest": "d1"} and len(calls) == 1
+    assert cache.get("m", {"a": 1}, compute, need=("model",)) == {"digest": "d1"}
+    assert len(calls) == 2  # rebuilt because the caller reads it
+    (cache.dir("m", {"a": 1}) / "model").rmdir()
+    with pytest.raises(RuntimeError, match="not reproducible"):
+        cache.get("m", {"a": 1}, lambda d: compute(d, "d2"), need=("model",))
+    log = [line.split()[1] for line in (tmp_path / "work.log").read_text().split("\n") if line]
+    assert log == ["computed", "cached", "cached", "recomputed", "differs"]
+
+
+def test_text_split_rebuilt_from_its_kept_tokenizer_and_digest_checked(tmp_path):
+    from jaxprune.study.data import prepare
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"and the word {i % 11} was {i}\n" for i in range(300)))
+    split, tok_dir = prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)
+    keep = {"split.json", "tokenizer.json"}  # what a committed study cache holds
+    for f in tok_dir.iterdir():
+        if f.name not in keep:
+            f.unlink()
+    again, again_dir = prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)
+    assert again_dir == tok_dir and again.n_train == split.n_train
+    assert np.array_equal(again.tokens, split.tokens)
+    meta = tok_dir / "split.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "digest": "0" * 16}))
+    (tok_dir / "tokens.npy").unlink()
+    with pytest.raises(RuntimeError, match="re-tokenized"):
+        prepare(src, tmp_path / "w", vocab_size=300, held_fraction=0.1)
+
+
+def test_results_only_cache_needs_no_teacher_and_retrains_it_identically(tmp_path):
+    """A study cache stripped to what is committed (results, scores, split, tokenizer)
+    reruns without touching the teacher; a run that needs the weights retrains it, and the
+    retrained weights match the first ones bit for bit (their digest is checked)."""
+    from jaxprune.study.run import open_study, run_study
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"in the beginning {i % 13} was {i % 5} word\n" for i in range(3000)))
+    out, cfg = tmp_path / "out", dataclasses.replace(TINY, decode_new=0)
+    res = run_study(cfg, out, data=str(src), zero_shot_only=True)
+    assert any(r.startswith("teacher/") for r in res["computed_this_run"])
+    kept = {"result.json", "scores.npz", "split.json", "work.log"}  # as in .gitignore
+    for f in sorted(out.rglob("*"), reverse=True):
+        data_tok = f.name == "tokenizer.json" and f.parent.parent.name == "data"
+        if f.is_file() and f.name not in kept and not data_tok:
+            f.unlink()
+        elif f.is_dir() and not any(f.iterdir()):
+            f.rmdir()
+    assert not list(out.rglob("*.safetensors"))
+    again = run_study(cfg, out, data=str(src), zero_shot_only=True)
+    assert again["computed_this_run"] == [] and again["findings"] == res["findings"]
+    study, _ = open_study(cfg, out, data=str(src))
+    assert study._teacher is None  # nothing above loaded it
+    study.teacher  # noqa: B018  retrains: the weights are gone
+    assert study.cache.computed == [next(r for r in res["computed_this_run"] if "teacher" in r)]
+    assert "recomputed teacher" in (out / "work.log").read_text()
