@@ -1,5 +1,6 @@
 """The published full-scale recipes build, and their parameter counts match the papers."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,3 +62,25 @@ def test_recipe_builds_and_matches_published_sizes(recipe):
 
 def test_every_recipe_is_tested():
     assert len(RECIPES) == 5
+
+
+@pytest.mark.parametrize("hosts", [1, 2, 4, 8])
+def test_pod_distill_recipe_is_the_published_distillation_on_a_pod_mesh(hosts):
+    """distill_pod.gin = common.gin's distill/ settings, unscoped, plus the (-1, 4, 2) mesh;
+    with grad_accum = 96 / hosts its micro-batch divides by the pod's data x fsdp shards."""
+    from jaxprune.cli.gin import train_config_from_gin
+
+    root = Path(__file__).parent.parent / "experiments/configs/recipes"
+    published = config_from_gin(
+        [str(root / "nemotron_h_8b_to_4b.gin")],
+        ['MODEL = "m"', 'DATA = "d"', 'OUT = "o"'],
+        CompressConfig,
+    ).distill
+    pod = train_config_from_gin(
+        [str(root / "distill_pod.gin")], [f"TrainConfig.grad_accum = {96 // hosts}"]
+    )
+    assert pod.mesh == (-1, 4, 2) and published.mesh == (-1, 1, 1)
+    assert dataclasses.replace(pod, mesh=published.mesh, grad_accum=96) == published
+    data, fsdp = hosts * 8 // (4 * 2), 4  # -1 = the rest of hosts x 8 GPUs
+    micro = pod.batch_size // pod.grad_accum
+    assert micro % (data * fsdp) == 0 and pod.batch_size % (hosts * pod.grad_accum) == 0
