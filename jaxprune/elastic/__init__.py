@@ -1,0 +1,3 @@
+"""Nemotron Elastic: nested submodels of one parent, a router choosing each budget's
+architecture, and multi-budget distillation (:mod:`jaxprune.elastic.permute`, ``space``,
+``masks``, ``budget``, ``router``)."""
