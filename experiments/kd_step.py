@@ -5,8 +5,6 @@ weights). Shared by experiments/gpu_check.py and experiments/scale_plan.py."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +15,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxprune.config import ModelConfig
-from jaxprune.nn.model import Block, abstract_model, init_model
+from jaxprune.nn.model import abstract_model, init_model
 from jaxprune.train import LossConfig, OptimConfig, TrainConfig
 from jaxprune.train.optim import make_optimizer, make_schedule
 from jaxprune.train.state import abstract_state, init_state, place
@@ -52,10 +50,8 @@ class BuiltStep:
     args: tuple
     student: SplitModel
 
-    def compile(self, remat: bool = False):
-        with block_remat(remat):
-            lowered = self.fn.lower(*self.args)
-        return lowered.compile()
+    def compile(self):
+        return self.fn.lower(*self.args).compile()
 
 
 def _typed(cfg: ModelConfig, dtype: str, param_dtype: str) -> ModelConfig:
@@ -127,34 +123,6 @@ def build_real(
     )
     batch = place(host_batch(cfg, student_cfg.vocab_size), batch_shardings(mesh))
     return BuiltStep(fn, (state, student.rest, t_state, batch), student)
-
-
-@contextlib.contextmanager
-def block_remat(enabled: bool = True) -> Iterator[None]:
-    """While tracing inside, every block of a training forward (no cache, tap or masks) is
-    rematerialised (``jax.checkpoint`` of the block as a pure function of its state: only its inputs
-    are kept for the backward). The library has
-    no remat option yet; this measures what one would save."""
-    if not enabled:
-        yield
-        return
-    orig = Block.__call__
-
-    def call(self, h, *, positions, seq_idx=None, **kw):
-        if any(v is not None for v in kw.values()):
-            return orig(self, h, positions=positions, seq_idx=seq_idx, **kw)
-        graphdef, state = nnx.split(self)
-
-        def pure(state, h, positions, seq_idx):
-            return orig(nnx.merge(graphdef, state), h, positions=positions, seq_idx=seq_idx)[0]
-
-        return jax.checkpoint(pure)(state, h, positions, seq_idx), None
-
-    Block.__call__ = call
-    try:
-        yield
-    finally:
-        Block.__call__ = orig
 
 
 def memory(compiled) -> dict[str, int] | None:

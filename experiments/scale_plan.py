@@ -98,8 +98,8 @@ def with_pattern(cfg: ModelConfig, pattern: str) -> ModelConfig:
 def compile_probe(teacher, student, pattern: str, mesh, train, remat: bool) -> dict:
     t0 = time.perf_counter()
     s, t = with_pattern(student, pattern), with_pattern(teacher, pattern)
-    built = build_abstract(s, t, train, mesh)
-    compiled = built.compile(remat=remat)
+    built = build_abstract(s, t, train.replace(remat="block" if remat else "none"), mesh)
+    compiled = built.compile()
     print(f"[scale_plan] {pattern} remat={remat}: {time.perf_counter() - t0:.0f} s", flush=True)
     return {
         "pattern": pattern,

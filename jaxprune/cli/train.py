@@ -4,7 +4,7 @@
     jaxprune train (MODEL | --init CONFIG) --data FILE --steps N --out DIR
 
 The run's flags (--steps, --batch-size, --seq-len, --save-every, --grad-accum, --eval-every,
---seed, --mesh; --lr for ``OptimConfig.lr``) are fields of ``TrainConfig`` (checked by a
+--seed, --mesh, --remat; --lr for ``OptimConfig.lr``) are fields of ``TrainConfig`` (checked by a
 test); --gin_file FILE / --gin_param BINDING (repeatable) bind ``TrainConfig`` /
 ``LossConfig`` / ``OptimConfig`` (see ``experiments/configs/*.gin``); explicit flags
 override gin. When the run finishes OUT is a native model that every command taking MODEL
@@ -24,7 +24,7 @@ from typing import Any
 from jaxprune.cli import EXIT_NONFINITE, EXIT_PREEMPTED
 from jaxprune.cli.gin import train_config_from_gin
 from jaxprune.errors import UserError
-from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
+from jaxprune.train.config import REMAT, LossConfig, OptimConfig, TrainConfig
 
 #: TrainConfig fields that have their own flag (everything else: gin).
 RUN_FLAGS = ("steps", "batch_size", "seq_len", "save_every", "grad_accum", "eval_every", "seed")
@@ -56,7 +56,7 @@ def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfi
     """gin (if any) <- explicit flags. ``train`` always uses plain cross-entropy."""
     cfg = train_config_from_gin(args.gin_file or [], args.gin_param or [])
     changes: dict[str, Any] = {
-        k: getattr(args, k) for k in (*RUN_FLAGS, "mesh") if hasattr(args, k)
+        k: getattr(args, k) for k in (*RUN_FLAGS, "mesh", "remat") if hasattr(args, k)
     }
     if args.no_progress:
         changes["progress"] = False
@@ -203,6 +203,13 @@ def _common(sp: argparse.ArgumentParser) -> None:
     )
     sp.add_argument(
         "--mesh", type=_mesh, default=argparse.SUPPRESS, help="data,fsdp,tensor sizes, e.g. -1,1,1"
+    )
+    sp.add_argument(
+        "--remat",
+        choices=REMAT,
+        default=argparse.SUPPRESS,
+        help="block: recompute each block in the backward, keeping only its input "
+        "(TrainConfig.remat; default none or gin's)",
     )
     sp.add_argument("--out", required=True, help="run directory; becomes the trained model")
     sp.add_argument("--resume", action="store_true", help="continue from OUT's newest checkpoint")

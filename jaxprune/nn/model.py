@@ -179,10 +179,13 @@ class HybridLM(nnx.Module):
         masks: dict | None = None,
         tap: Tap | None = None,
         outputs: Collection[int] = (),
+        remat: bool = False,
     ) -> tuple[jax.Array, dict[int, jax.Array]]:
         """Embeddings and blocks (arguments as :meth:`__call__`): -> the last block's output
         (b, T, d), before the final norm, and {i: output of block i (b, T, d)} for the
-        (non-negative) block indices in ``outputs``."""
+        (non-negative) block indices in ``outputs``. ``remat``: every block under
+        ``jax.checkpoint``, so a backward pass keeps only the blocks' inputs and recomputes
+        the rest (not with ``tap``)."""
         if positions is None:
             positions = _arange_positions(tokens, 0)
         h, _, kept = self._blocks(
@@ -192,6 +195,7 @@ class HybridLM(nnx.Module):
             masks=masks,
             tap=tap,
             outputs=outputs,
+            remat=remat and tap is None,
         )
         return h, kept
 
@@ -232,25 +236,33 @@ class HybridLM(nnx.Module):
         masks: dict | None = None,
         tap: Tap | None = None,
         outputs: Collection[int] = (),
+        remat: bool = False,
     ) -> tuple[jax.Array, tuple, dict[int, jax.Array]]:
-        """The block loop: h (b, T, d) -> (output, updated caches, {i: block i's output})."""
+        """The block loop: h (b, T, d) -> (output, updated caches, {i: block i's output}).
+        ``remat`` (training only: no caches, no tap): each block under ``nnx.remat``."""
         masks = masks or {}
         hidden_mask, block_masks = masks.get("hidden"), masks.get("blocks")
+        if remat and (caches is not None or tap is not None):
+            raise ValueError("remat is for training forwards (no cache, no tap)")
         caches = (None,) * len(self.blocks) if caches is None else caches
         new, kept = [], {}
         for i, (block, c) in enumerate(zip(self.blocks, caches, strict=True)):
-            h, c = block(
-                h,
-                positions=positions,
-                seq_idx=seq_idx,
-                cache=c,
-                pos=pos,
-                offset=offset,
-                valid=valid,
-                hidden_mask=hidden_mask,
-                mask=None if block_masks is None else block_masks[i],
-                tap=at_block(tap, i),
-            )
+            mask = None if block_masks is None else block_masks[i]
+            if remat:
+                h, c = nnx.remat(_train_block)(block, h, positions, seq_idx, hidden_mask, mask)
+            else:
+                h, c = block(
+                    h,
+                    positions=positions,
+                    seq_idx=seq_idx,
+                    cache=c,
+                    pos=pos,
+                    offset=offset,
+                    valid=valid,
+                    hidden_mask=hidden_mask,
+                    mask=mask,
+                    tap=at_block(tap, i),
+                )
             new.append(c)
             if i in outputs:
                 kept[i] = h
@@ -291,6 +303,11 @@ class HybridLM(nnx.Module):
         if offset is not None:
             offset = jnp.broadcast_to(jnp.asarray(offset, jnp.int32), (batch,))
         return Cache(tuple(layers), jnp.zeros((), jnp.int32), offset)
+
+
+def _train_block(block: Block, h, positions, seq_idx, hidden_mask, mask):
+    """A block's training forward as a function of its arguments (for ``nnx.remat``)."""
+    return block(h, positions=positions, seq_idx=seq_idx, hidden_mask=hidden_mask, mask=mask)
 
 
 def _arange_positions(tokens: jax.Array, start) -> jax.Array:

@@ -114,6 +114,9 @@ class OptimConfig:
         return min(warm, max(total_steps - 1, 0))
 
 
+REMAT = ("none", "block")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One run. ``batch_size`` sequences of ``seq_len`` tokens per optimizer step, split into
@@ -121,7 +124,9 @@ class TrainConfig:
     weights; the teacher in ``teacher_dtype`` (its parameters are cast to it).
 
     ``mesh`` is (data, fsdp, tensor); -1 = all remaining devices. ``max_bad_steps``
-    consecutive non-finite steps (skipped updates) stop the run.
+    consecutive non-finite steps (skipped updates) stop the run. ``remat``: "none" keeps
+    every activation for the backward; "block" keeps only each student block's input and
+    recomputes the block in the backward (about one more forward, less activation memory).
     """
 
     steps: int = 1000
@@ -142,6 +147,7 @@ class TrainConfig:
     eval_batches: int = 16
     max_bad_steps: int = 10
     progress: bool = True
+    remat: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "mesh", tuple(int(m) for m in self.mesh))
@@ -156,6 +162,8 @@ class TrainConfig:
             )
         if len(self.mesh) != 3:
             raise UserError(f"train: mesh must be (data, fsdp, tensor), got {self.mesh}")
+        if self.remat not in REMAT:
+            raise UserError(f"train: remat {self.remat!r}; choose from {', '.join(REMAT)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

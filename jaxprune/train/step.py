@@ -47,12 +47,17 @@ class SplitModel:
 
 
 def hidden_states(
-    model: HybridLM, batch: dict[str, jax.Array], keep: Sequence[int] = ()
+    model: HybridLM, batch: dict[str, jax.Array], keep: Sequence[int] = (), remat: bool = False
 ) -> tuple[jax.Array, dict[int, jax.Array]]:
     """``model.hidden_states`` of a packed batch: -> final hidden (b, T, d) (before the final
-    norm) and {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``."""
+    norm) and {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``;
+    ``remat``: blocks rematerialised in the backward."""
     return model.hidden_states(
-        batch["tokens"], positions=batch["positions"], seq_idx=batch["seq_idx"], outputs=keep
+        batch["tokens"],
+        positions=batch["positions"],
+        seq_idx=batch["seq_idx"],
+        outputs=keep,
+        remat=remat,
     )
 
 
@@ -81,12 +86,14 @@ def micro_losses(
     teacher_def: Any | None,
     loss: LossConfig,
     fused: bool = False,
+    remat: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Objective of one micro-batch (b, T), normalized by ``count`` tokens of the whole step.
 
     ``trainable`` = {"model": student params, ["proj"]}; ``rest`` the student's constant
     state; ``teacher_state`` the teacher's whole ``nnx.split`` state (frozen). ``fused``:
-    the analytic-gradient logit losses where they apply (see :func:`logit_losses`).
+    the analytic-gradient logit losses where they apply (see :func:`logit_losses`);
+    ``remat``: the student's blocks rematerialised in the backward (the teacher keeps none).
     Returns (loss, {"kl", "ce", "inter"}) fp32 scalars."""
     model = nnx.merge(student_def, trainable["model"], rest)
     nblocks = len(model.blocks)
@@ -95,7 +102,7 @@ def micro_losses(
     if teacher_def is not None:
         t_model = nnx.merge(teacher_def, teacher_state)
         pairs = layer_pairs(loss, nblocks, len(t_model.blocks))
-    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs])
+    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs], remat)
     ht, kept_t = None, {}
     if t_model is not None:
         ht, kept_t = hidden_states(t_model, batch, [t for _, t in pairs])
@@ -150,6 +157,7 @@ def make_step_fn(
     schedule: optax.Schedule,
     loss: LossConfig,
     fused_loss: bool = False,
+    remat: bool = False,
 ) -> StepFn:
     """The un-jitted step ``(state, rest, teacher_state, batch) -> (state, metrics)``.
 
@@ -167,6 +175,7 @@ def make_step_fn(
                 teacher_def=teacher_def,
                 loss=loss,
                 fused=fused_loss,
+                remat=remat,
             ),
             has_aux=True,
         )
@@ -264,6 +273,7 @@ def make_train_step(
         schedule,
         cfg.loss,
         fused_loss,
+        cfg.remat == "block",
     )
     rest_sh = params_shardings(student.rest, mesh)
     teacher_sh = None if teacher is None else params_shardings(teacher[1], mesh)

@@ -89,3 +89,17 @@ def test_add_dataclass_args_types_defaults_and_round_trip():
     with pytest.raises(SystemExit):
         q.parse_args([])
     assert set(vars(q.parse_args(["--count", "1"]))) == {"count"}
+
+
+def test_remat_flag_and_gin_binding_reach_the_train_config():
+    from jaxprune.cli.train import build_train_config
+
+    sp = _subparser("distill")
+    base = ["--teacher", "t", "--student", "s", "--data", "d", "--out", "o"]
+    cfg = lambda *extra: build_train_config(sp.parse_args([*base, *extra]), distill=True)  # noqa: E731
+    assert cfg().remat == "none"
+    assert cfg("--remat", "block").remat == "block"
+    assert cfg("--gin_param", 'TrainConfig.remat = "block"').remat == "block"
+    assert cfg("--gin_param", 'TrainConfig.remat = "block"', "--remat", "none").remat == "none"
+    with pytest.raises(SystemExit):
+        sp.parse_args([*base, "--remat", "all"])

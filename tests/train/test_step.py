@@ -1,3 +1,5 @@
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -79,3 +81,32 @@ def test_non_finite_steps_are_skipped_inside_jit_and_the_state_is_donated():
     assert int(after["step"]) == 2
     state, m = fn(state, rest, t_state, batch)
     assert int(m["skipped"]) == 0 and np.isfinite(float(m["loss"]))
+
+
+def test_block_remat_recomputes_the_blocks_and_leaves_the_step_unchanged():
+    """remat="block": the student's blocks are checkpointed (only their inputs kept for
+    the backward), the teacher's are not, and loss, gradients and updates are unchanged."""
+    loss = LossConfig(intermediate=((1, 1),), ce_weight=0.5, chunk=4)
+    opt = OptimConfig(lr=1e-2, warmup_steps=0, eps=1.0)  # eps 1: no rounding amplification
+    base = TrainConfig(steps=2, batch_size=2, seq_len=8, loss=loss, optim=opt, **FP32)
+    runs, jaxprs = [], []
+    for remat in ("none", "block"):
+        cfg = base.replace(remat=remat)
+        fn, state, rest, t_state, put = build_step(cfg, 1, teacher_cfg=small_config(24, "M*-"))
+        batch = put(host_batch(1, 2, 8))
+        jaxprs.append(str(jax.make_jaxpr(fn)(state, rest, t_state, batch)))
+        state, m = fn(state, rest, t_state, batch)
+        runs.append((jax.device_get(state["params"]), jax.device_get(m)))
+    # one checkpoint per student block (M, *, -) on top of the chunked loss's own
+    n_remat = lambda j: len(re.findall(r"= (?:remat2|checkpoint)\[", j))  # noqa: E731
+    extra = n_remat(jaxprs[1]) - n_remat(jaxprs[0])
+    assert extra == len(small_config().layers) == 3
+    (p0, m0), (p1, m1) = runs
+    for k in ("loss", "kl", "ce", "inter", "grad_norm"):
+        np.testing.assert_allclose(m0[k], m1[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    chex.assert_trees_all_close(p0, p1, rtol=1e-5, atol=1e-6)
+
+
+def test_remat_must_be_a_known_policy():
+    with pytest.raises(Exception, match="remat 'all'; choose from none, block"):
+        TrainConfig(remat="all")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxprune.kernels.ssd.reference import _initial_state, _masked_exp, _pad_time, _segments
@@ -137,9 +138,10 @@ def _scan(
     h0: Array, xs: Array, dts: Array, bs: Array, cs: Array, a: Array, masks: tuple | None
 ) -> tuple[Array, Array]:
     """Scan over chunks with a hand-written VJP (reverse scan, decays recomputed per chunk);
-    the masks are closed over (not differentiated)."""
+    the boolean masks are an argument without a gradient (float0 cotangents), not a closure,
+    so the step also works under ``jax.checkpoint``."""
 
-    def fwd_scan(h0, xs, dts, bs, cs, a):
+    def fwd_scan(h0, xs, dts, bs, cs, a, masks):
         def body(state, inp):
             x_c, dt_c, b_c, c_c, m_c = inp
             y_c, new = _chunk_step(state, x_c, dt_c, b_c, c_c, a, m_c)
@@ -149,15 +151,15 @@ def _scan(
         return (final, ys), prevs
 
     @jax.custom_vjp
-    def run(h0, xs, dts, bs, cs, a):
-        return fwd_scan(h0, xs, dts, bs, cs, a)[0]
+    def run(h0, xs, dts, bs, cs, a, masks):
+        return fwd_scan(h0, xs, dts, bs, cs, a, masks)[0]
 
-    def run_fwd(h0, xs, dts, bs, cs, a):
-        out, prevs = fwd_scan(h0, xs, dts, bs, cs, a)
-        return out, (prevs, xs, dts, bs, cs, a)
+    def run_fwd(h0, xs, dts, bs, cs, a, masks):
+        out, prevs = fwd_scan(h0, xs, dts, bs, cs, a, masks)
+        return out, (prevs, xs, dts, bs, cs, a, masks)
 
     def run_bwd(res, cts):
-        prevs, xs, dts, bs, cs, a = res
+        prevs, xs, dts, bs, cs, a, masks = res
         dfinal, dys = cts
 
         def body(carry, inp):
@@ -171,7 +173,8 @@ def _scan(
         init = (dfinal, jnp.zeros_like(a))
         inp = (prevs, xs, dts, bs, cs, masks, dys)
         (dh0, da), (dxs, ddts, dbs, dcs) = lax.scan(body, init, inp, reverse=True)
-        return dh0, dxs, ddts, dbs, dcs, da
+        dmasks = jax.tree.map(lambda m: np.zeros(m.shape, jax.dtypes.float0), masks)
+        return dh0, dxs, ddts, dbs, dcs, da, dmasks
 
     run.defvjp(run_fwd, run_bwd)
-    return run(h0, xs, dts, bs, cs, a)
+    return run(h0, xs, dts, bs, cs, a, masks)
