@@ -35,12 +35,16 @@ def retype(model: HybridLM, dtype: str, param_dtype: str, mesh: Mesh) -> HybridL
 
 
 def abstract_state(
-    student: SplitModel, tx: optax.GradientTransformation, proj_shape: tuple[int, int] | None
+    student: SplitModel,
+    tx: optax.GradientTransformation,
+    proj_shape: tuple[int, int] | None,
+    extra: dict | None = None,
 ) -> dict:
-    """ShapeDtypeStruct tree of the train state (see ``jaxprune.train.step``)."""
+    """ShapeDtypeStruct tree of the train state (see ``jaxprune.train.step``); ``extra``:
+    more trainable pytrees {name: tree} (a view's parameters)."""
 
     def build():
-        params = {"model": student.params}
+        params = {"model": student.params, **(extra or {})}
         if proj_shape is not None:
             params["proj"] = jnp.zeros(proj_shape, jnp.float32)
         return {
@@ -60,14 +64,17 @@ def init_state(
     *,
     seed: int,
     proj_shape: tuple[int, int] | None = None,
+    extra: dict | None = None,
 ) -> tuple[dict, dict]:
     """The initial train state (sharded) and its shardings. The projection (d_s, d_t), when
-    asked for, starts as the identity on the shared leading dims (scaled normal elsewhere)."""
-    abstract = abstract_state(student, tx, proj_shape)
+    asked for, starts as the identity on the shared leading dims (scaled normal elsewhere);
+    ``extra`` {name: tree}: more trainable parameters, with these initial values."""
+    abstract = abstract_state(student, tx, proj_shape, extra)
     sh = train_state_shardings(abstract, params_shardings(student.params, mesh), tx, mesh)
+    extra = jax.tree.map(np.asarray, extra or {})
 
     def build(params_model, key):
-        params = {"model": params_model}
+        params = {"model": params_model, **jax.tree.map(jnp.asarray, extra)}
         if proj_shape is not None:
             ds, dt = proj_shape
             noise = jax.random.normal(jax.random.fold_in(key, 1), proj_shape) / np.sqrt(ds)

@@ -3,7 +3,7 @@
 A model enters as ``nnx.split(model, nnx.Param, ...)`` -> (graphdef, params, rest): params
 are trained, ``rest`` (e.g. MoE correction biases) is constant. The train state is a dict
 
-    {"params": {"model": nnx.State, ["proj": (d_s, d_t)]}, "opt_state": optax state,
+    {"params": {"model": nnx.State, ["proj": (d_s, d_t)], [view params]}, "opt_state": ...,
      "rng": uint32 key data, "step": int32 scalar}
 
 and one optimizer step is ``step_fn(state, rest, teacher_params, batch) -> (state, metrics)``
@@ -28,6 +28,7 @@ from jaxprune.nn.model import HybridLM
 from jaxprune.train.config import LossConfig, TrainConfig
 from jaxprune.train.fused_loss import LMHead, fused_logit_losses, supports
 from jaxprune.train.losses import chunked_logit_losses, combine_losses, intermediate_loss
+from jaxprune.train.view import StudentView, zeros_like_metrics
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "seq_idx", "positions")
 StepFn = Callable[..., tuple[dict, dict]]
@@ -47,15 +48,20 @@ class SplitModel:
 
 
 def hidden_states(
-    model: HybridLM, batch: dict[str, jax.Array], keep: Sequence[int] = (), remat: bool = False
+    model: HybridLM,
+    batch: dict[str, jax.Array],
+    keep: Sequence[int] = (),
+    remat: bool = False,
+    masks: dict | None = None,
 ) -> tuple[jax.Array, dict[int, jax.Array]]:
     """``model.hidden_states`` of a packed batch: -> final hidden (b, T, d) (before the final
     norm) and {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``;
-    ``remat``: blocks rematerialised in the backward."""
+    ``remat``: blocks rematerialised in the backward; ``masks``: activation masks."""
     return model.hidden_states(
         batch["tokens"],
         positions=batch["positions"],
         seq_idx=batch["seq_idx"],
+        masks=masks,
         outputs=keep,
         remat=remat,
     )
@@ -81,12 +87,16 @@ def micro_losses(
     teacher_state: nnx.State | None,
     batch: dict[str, jax.Array],
     count: jax.Array,
+    key: jax.Array | None = None,
+    step: jax.Array | None = None,
     *,
     student_def: Any,
     teacher_def: Any | None,
     loss: LossConfig,
     fused: bool = False,
     remat: bool = False,
+    view: StudentView | None = None,
+    n_micro: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Objective of one micro-batch (b, T), normalized by ``count`` tokens of the whole step.
 
@@ -94,21 +104,32 @@ def micro_losses(
     state; ``teacher_state`` the teacher's whole ``nnx.split`` state (frozen). ``fused``:
     the analytic-gradient logit losses where they apply (see :func:`logit_losses`);
     ``remat``: the student's blocks rematerialised in the backward (the teacher keeps none).
-    Returns (loss, {"kl", "ce", "inter"}) fp32 scalars."""
-    model = nnx.merge(student_def, trainable["model"], rest)
+    ``view`` (:mod:`jaxprune.train.view`) chooses what runs (given ``key`` and the optimizer
+    ``step``; the same for every micro-batch of a step); its extra loss and metrics count
+    once per step (divided by ``n_micro``). Returns (loss, {"kl", "ce", "inter", *view
+    metrics}) fp32 scalars."""
+    v = (view or StudentView())(
+        trainable, nnx.merge(student_def, trainable["model"], rest), key, step
+    )
+    model = v.model
     nblocks = len(model.blocks)
     pairs = ()
     t_model = None
     if teacher_def is not None:
         t_model = nnx.merge(teacher_def, teacher_state)
         pairs = layer_pairs(loss, nblocks, len(t_model.blocks))
-    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs], remat)
+    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs], remat, v.masks)
     ht, kept_t = None, {}
     if t_model is not None:
         ht, kept_t = hidden_states(t_model, batch, [t for _, t in pairs])
         ht, kept_t = jax.lax.stop_gradient((ht, kept_t))
     mask = batch["loss_mask"].astype(jnp.float32)
-    sums = logit_losses(model, t_model, hs, ht, batch["targets"], mask, loss, fused)
+    if v.masks is None:
+        sums = logit_losses(model, t_model, hs, ht, batch["targets"], mask, loss, fused)
+    else:  # the final norm runs over the kept hidden channels only
+        head = functools.partial(model.logits, hidden_mask=v.masks.get("hidden"))
+        t_head = None if t_model is None else t_model.logits
+        sums = chunked_logit_losses(hs, head, batch["targets"], mask, loss, ht, t_head)
     inter = None
     if pairs:
         proj = trainable.get("proj")
@@ -118,8 +139,10 @@ def micro_losses(
         ]
         inter = sum(terms) / (len(terms) * count)
     kl, ce = sums["kl"] / count, sums["ce"] / count
-    total = combine_losses(kl, ce, inter, loss)
-    return total, {"kl": kl, "ce": ce, "inter": jnp.zeros(()) if inter is None else inter}
+    total = combine_losses(kl, ce, inter, loss) + v.extra / n_micro
+    parts = {"kl": kl, "ce": ce, "inter": jnp.zeros(()) if inter is None else inter}
+    extra = {k: jnp.asarray(x, jnp.float32) / n_micro for k, x in (v.metrics or {}).items()}
+    return total, {**parts, **extra}
 
 
 def logit_losses(
@@ -158,6 +181,7 @@ def make_step_fn(
     loss: LossConfig,
     fused_loss: bool = False,
     remat: bool = False,
+    view: StudentView | None = None,
 ) -> StepFn:
     """The un-jitted step ``(state, rest, teacher_state, batch) -> (state, metrics)``.
 
@@ -166,8 +190,11 @@ def make_step_fn(
     (``metrics["skipped"] = 1``); the step counter and rng advance regardless.
     """
 
+    view = view or StudentView()
+
     def step(state: dict, rest: nnx.State, teacher_state, batch: dict) -> tuple[dict, dict]:
         count = jnp.maximum(jnp.sum(batch["loss_mask"].astype(jnp.float32)), 1.0)
+        key = jax.random.wrap_key_data(state["rng"])
         grad_fn = jax.value_and_grad(
             functools.partial(
                 micro_losses,
@@ -176,13 +203,18 @@ def make_step_fn(
                 loss=loss,
                 fused=fused_loss,
                 remat=remat,
+                view=view,
+                n_micro=batch["tokens"].shape[0],
             ),
             has_aux=True,
         )
+        view_key = jax.random.fold_in(key, 1)
 
         def accumulate(carry, micro):
             grads, tot, parts = carry
-            (l, p), g = grad_fn(state["params"], rest, teacher_state, micro, count)
+            (l, p), g = grad_fn(
+                state["params"], rest, teacher_state, micro, count, view_key, state["step"]
+            )
             return (
                 jax.tree.map(jnp.add, grads, g),
                 tot + l,
@@ -191,6 +223,7 @@ def make_step_fn(
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state["params"])
         parts0 = {k: jnp.zeros((), jnp.float32) for k in ("kl", "ce", "inter")}
+        parts0.update(zeros_like_metrics(view))
         (grads, total, parts), _ = jax.lax.scan(
             accumulate, (zeros, jnp.zeros((), jnp.float32), parts0), batch
         )
@@ -200,7 +233,6 @@ def make_step_fn(
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-        key = jax.random.wrap_key_data(state["rng"])
         new_state = {
             "params": keep(params, state["params"]),
             "opt_state": keep(opt_state, state["opt_state"]),
@@ -242,8 +274,9 @@ def train_state_shardings(
     their params, everything else replicated."""
     rep = replicated(mesh)
     params_sh = {"model": student_params_sh}
-    if "proj" in abstract_state["params"]:
-        params_sh["proj"] = rep
+    for name in abstract_state["params"]:  # the projection, a view's parameters: replicated
+        if name != "model":
+            params_sh[name] = jax.tree.map(lambda _: rep, abstract_state["params"][name])
     opt_sh = optax.tree_map_params(
         tx,
         lambda _, s: s,
@@ -264,6 +297,7 @@ def make_train_step(
     mesh: Mesh,
     state_sh: dict,
     fused_loss: bool = False,
+    view: StudentView | None = None,
 ) -> StepFn:
     """``jax.jit`` of :func:`make_step_fn` with in/out shardings; the state is donated."""
     fn = make_step_fn(
@@ -274,6 +308,7 @@ def make_train_step(
         cfg.loss,
         fused_loss,
         cfg.remat == "block",
+        view,
     )
     rest_sh = params_shardings(student.rest, mesh)
     teacher_sh = None if teacher is None else params_shardings(teacher[1], mesh)

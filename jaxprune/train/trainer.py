@@ -47,6 +47,7 @@ from jaxprune.train.step import (
     params_shardings,
     train_state_shardings,
 )
+from jaxprune.train.view import StudentView
 
 
 class NonFiniteError(RuntimeError):
@@ -173,10 +174,15 @@ def run(
     family: str | None = None,
     hf_config: dict | None = None,
     aux_dir: str | Path | None = None,
+    view: StudentView | None = None,
 ) -> RunResult:
     """Train (or distill into) ``student`` on ``train_source`` (a ``jaxprune.data`` Corpus or
     PackedRows); see the module docstring. Raises :class:`NonFiniteError` after
-    ``cfg.max_bad_steps`` consecutive skipped steps (the last checkpoint stays intact)."""
+    ``cfg.max_bad_steps`` consecutive skipped steps (the last checkpoint stays intact).
+    ``view`` (:mod:`jaxprune.train.view`): what each step trains (default: the student as
+    it is); its parameters are checkpointed with the rest and handed to ``view.export``
+    once the run is done."""
+    view = view or StudentView()
     out = Path(out)
     _check_out(out, resume)
     check_one_batch(train_source, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
@@ -217,8 +223,9 @@ def run(
         "teacher": None if teacher is None else teacher.config.to_dict(),
     }
     start = (ckpt.latest_step() or 0) if resume else 0
+    extra = view.init_params(jax.random.key(cfg.seed + 1))
     if start:
-        abstract = abstract_state(s, tx, proj_shape)
+        abstract = abstract_state(s, tx, proj_shape, extra)
         sh = train_state_shardings(abstract, params_shardings(s.params, mesh), tx, mesh)
         state, saved = ckpt.restore(start, abstract, sh, data)
         old_steps = _check_resumable(saved, cfg, start)
@@ -231,8 +238,8 @@ def run(
                 file=sys.stderr,
             )
     else:
-        state, sh = init_state(s, tx, mesh, seed=cfg.seed, proj_shape=proj_shape)
-    step_fn = make_train_step(s, t_pair, tx, schedule, cfg, mesh, sh)
+        state, sh = init_state(s, tx, mesh, seed=cfg.seed, proj_shape=proj_shape, extra=extra)
+    step_fn = make_train_step(s, t_pair, tx, schedule, cfg, mesh, sh, view=view)
     batch_sh = batch_shardings(mesh)
 
     primary = jax.process_index() == 0
@@ -326,6 +333,9 @@ def run(
                 hf_config=hf_config,
                 aux_dir=None if aux_dir is None else Path(aux_dir),
             )
+            extras = {k: v for k, v in state["params"].items() if k not in ("model", "proj")}
+            if primary and extras:  # replicated, so any process can read them
+                view.export(out, jax.device_get(extras))
         return RunResult(status, step, last, evals.get(step), skipped)
     finally:
         log.close()
