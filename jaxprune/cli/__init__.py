@@ -13,6 +13,8 @@ Commands:
   search      architecture search under a parameter / memory budget
   distill     distill a student from a teacher (sharded, resumable)
   train       plain language-model training
+  elastic     nested submodels of one parent with a trained router (Nemotron Elastic)
+  extract     one budget's child of an elastic checkpoint
   generate    generate text from prompts, streaming tokens
   bench       prefill / decode throughput, time to first token and cache size, side by side
 
@@ -46,7 +48,7 @@ _PATH_ERRORS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxprune.cli import compress, evaluate, inference, model, prune, train
+    from jaxprune.cli import compress, elastic, evaluate, inference, model, prune, train
 
     p = argparse.ArgumentParser(
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed(p)
     sub = p.add_subparsers(dest="command", required=True)
     _with_defaults_in_help(sub)
-    for module in (compress, model, evaluate, prune, train, inference):
+    for module in (compress, model, evaluate, prune, train, elastic, inference):
         module.add_parsers(sub)
     return p
 

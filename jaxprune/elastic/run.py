@@ -100,6 +100,9 @@ def train_elastic(
     space_args: SpaceArgs = SpaceArgs(),
     resume: bool = False,
     eval_source=None,
+    family: str | None = None,
+    hf_config: dict | None = None,
+    aux_dir: str | Path | None = None,
 ) -> RunResult:
     """Train ``parent`` elastically (``elastic.budgets`` resolved to counts; see
     :func:`resolve_budgets`); ``train``'s loss must use the teacher (distillation)."""
@@ -132,6 +135,9 @@ def train_elastic(
         eval_source=eval_source,
         resume=resume,
         view=view,
+        family=family,
+        hf_config=hf_config,
+        aux_dir=aux_dir,
     )
 
 
@@ -142,6 +148,7 @@ class Elastic:
     parent: HybridLM
     space: ElasticSpace
     info: dict
+    meta: dict = dataclasses.field(default_factory=dict)  # the parent's native metadata
 
     def child_record(self, budget: float) -> dict:
         """The trained child of ``budget`` (a fraction <= 1 or a count)."""
@@ -164,7 +171,7 @@ def load_elastic(path: str | Path) -> Elastic:
     if not meta.is_file():
         raise UserError(f"{path}: not an elastic checkpoint (no elastic.json)")
     info = json.loads(meta.read_text())
-    parent = load_native(path)[0]
+    parent, native = load_native(path)
     a = info["space_args"]
     depth = None if info.get("depth_scores") is None else np.asarray(info["depth_scores"])
     space = build_space(
@@ -176,4 +183,4 @@ def load_elastic(path: str | Path) -> Elastic:
         uniform=a["uniform"],
         align=a["align"],
     )
-    return Elastic(parent, space, info)
+    return Elastic(parent, space, info, native)

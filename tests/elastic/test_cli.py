@@ -1,0 +1,65 @@
+"""``jaxprune elastic`` / ``extract`` end to end on a tiny native parent and token ids."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxprune.cli import main
+from jaxprune.converters.native import load_native, save_model
+from jaxprune.counts import count_params
+from jaxprune.nn.model import init_model
+from jaxprune.testing.configs import compress_config
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("elastic_cli")
+    save_model(root / "parent", init_model(compress_config(), 0))
+    ids = np.random.default_rng(0).integers(0, 50, 8000).astype(np.int32)
+    np.save(root / "data.npy", ids)
+    return root
+
+
+def _args(root, out, *extra):
+    return [
+        "elastic", str(root / "parent"), "--data", str(root / "data.npy"), "--out", str(out),
+        "--steps", "6", "--batch-size", "4", "--seq-len", "16", "--calib-samples", "8",
+        "--no-progress", "--mesh=1,1,1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_elastic_then_extract_each_budget(inputs, tmp_path, capsys):
+    out = tmp_path / "el"
+    assert main(_args(inputs, out, "--budgets", "1.0,0.6", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 6 and len(summary["children"]) == 2
+    full = count_params(compress_config())["total"]
+    for b in (1.0, 0.6):
+        child_dir = tmp_path / f"child{b}"
+        assert main(["extract", str(out), str(child_dir), "--budget", str(b)]) == 0
+        n = count_params(load_native(child_dir)[0].config)["total"]
+        assert abs(n / (b * full) - 1) <= 0.03
+    assert main(["extract", str(out), str(tmp_path / "x"), "--budget", "0.75"]) == 2
+    assert "not trained" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "budgets, message",
+    [
+        ("1.0,1.5", "fraction above 1"),
+        ("0.75,0.5", "include the full budget"),
+        ("1.0,0.001", "smallest child"),
+        ("1.0,0.5,0.5", "repeated"),
+    ],
+)
+def test_bad_budgets_fail_with_one_line_and_nothing_written(
+    inputs, tmp_path, capsys, budgets, message
+):
+    out = tmp_path / "el"
+    assert main(_args(inputs, out, "--budgets", budgets)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not out.exists() or not any(out.iterdir())
