@@ -121,3 +121,30 @@ def test_preempted_elastic_run_resumes_bitwise(tmp_path, trained, monkeypatch):
     for k in ra.files:
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
     assert a.info["children"] == b.info["children"]
+
+
+@pytest.mark.slow
+def test_uniform_children_load_in_transformers_with_matching_logits(tmp_path):
+    import torch
+    import transformers
+
+    from jaxprune.converters.api import export
+
+    parent, scores, train, el = _setup(steps=4)
+    full = count_params(parent.config)["total"]
+    el = ElasticConfig(resolve_budgets((1.0, 0.6), full), router_lr=0.05)
+    args = SpaceArgs(fractions=ARGS.fractions, align=1, max_skip=0.25, uniform=True)
+    out = tmp_path / "run"
+    res = train_elastic(parent, scores, train_source=corpus(), out=out, train=train,
+                        elastic=el, space_args=args)  # fmt: skip
+    assert res.status == "done"
+    e = load_elastic(out)
+    assert len(e.space.axis("mlp").rows) == 1  # one FFN width for every layer
+    child = e.child(0.6)
+    assert count_params(child.config)["total"] < 0.62 * full
+    export(child, tmp_path / "hf", model_type="nemotron_h")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        theirs = hf(torch.as_tensor(TOKENS)).logits.float().numpy()
+    ours = np.asarray(jax.jit(lambda m, t: m(t))(child, TOKENS))
+    np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
