@@ -52,15 +52,25 @@ def resolve_model(
     tokenizer: str | Path | None = None,
     seed: int = 0,
     with_tokenizer: bool = True,
+    budget: float | None = None,
 ) -> LoadedModel:
     """The model ``spec`` names (module docstring) with its tokenizer.
 
     ``tokenizer``: a ``tokenizer.json`` or a directory holding one, instead of the model's.
-    ``with_tokenizer=False`` reads no tokenizer (e.g. for token-id data).
+    ``with_tokenizer=False`` reads no tokenizer (e.g. for token-id data). ``budget``: ``spec``
+    is an elastic checkpoint (``jaxprune elastic``) and this trained budget's child is
+    sliced out of it at load time.
     """
     kind, path = _locate(spec)
     family = hf_config = source = None
-    if kind == "dir":
+    if budget is not None:
+        from jaxprune.elastic.run import load_elastic
+
+        if kind != "dir":
+            raise UserError(f"--budget needs an elastic checkpoint directory, got {spec!r}")
+        e = load_elastic(path)
+        model, family, source = e.child(budget), e.meta.get("family"), path
+    elif kind == "dir":
         from jaxprune.converters.api import load_model
 
         resolve_config(path)  # a malformed config: a one-line UserError before any weights

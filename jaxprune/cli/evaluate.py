@@ -14,12 +14,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jaxprune.models import resolve_model
 
     if args.tasks:
+        if args.budget is not None:
+            raise UserError("--budget with --tasks: extract the child first (jaxprune extract)")
         return _eval_tasks(args)
     if not args.data:
         raise UserError("eval: pass --data FILE or --tasks t1,t2")
     if args.seq_len < 1 or args.batch_size < 1:
         raise UserError("--seq-len and --batch-size must be >= 1")
-    loaded = resolve_model(args.model, tokenizer=args.tokenizer)
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer, budget=args.budget)
     rows = load_rows(
         args.data,
         seq_len=args.seq_len,
@@ -71,6 +73,9 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sp.add_argument("model", help="a native checkpoint or an HF directory")
+    sp.add_argument(
+        "--budget", type=float, default=None, help="an elastic checkpoint's trained budget"
+    )
     sp.add_argument("--data", default=None, help=".txt, .jsonl (text field) or .npy token ids")
     sp.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the model's)")
     sp.add_argument(

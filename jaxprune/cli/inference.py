@@ -41,7 +41,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
-    loaded = resolve_model(args.model, tokenizer=args.tokenizer, seed=args.seed)
+    loaded = resolve_model(args.model, tokenizer=args.tokenizer, seed=args.seed, budget=args.budget)
     if args.prompt and loaded.tokenizer is None:
         raise UserError(f"{args.model}: no tokenizer.json; pass --tokenizer PATH or --prompt-ids")
     decoder = Decoder(
@@ -134,7 +134,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("--gen-len and --repeats must be >= 1")
     models = []
     for name, spec in zip(bench_names(args.models), args.models, strict=True):
-        models.append((name, resolve_model(spec, seed=args.seed).model))
+        if args.budget is None:
+            models.append((name, resolve_model(spec, seed=args.seed).model))
+            continue
+        for b in args.budget:  # each trained budget of an elastic checkpoint, side by side
+            models.append((f"{name} @ {b:g}", resolve_model(spec, budget=b).model))
 
     def progress(row: dict) -> None:
         if not args.json:
@@ -162,10 +166,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budgets(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected budgets like 1.0,0.5, got {text!r}") from None
+
+
 def add_parsers(subparsers) -> None:
     """Register ``generate`` and ``bench`` on the main parser's subparsers."""
     sp = subparsers.add_parser("generate", help="generate text from prompts (streamed)")
     sp.add_argument("model", help="a native checkpoint, an HF directory or a preset name")
+    sp.add_argument(
+        "--budget", type=float, default=None, help="an elastic checkpoint's trained budget"
+    )
     prompts = sp.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
     prompts.add_argument(
@@ -185,6 +199,12 @@ def add_parsers(subparsers) -> None:
 
     sp = subparsers.add_parser("bench", help="prefill / decode speed and cache size of models")
     sp.add_argument("models", nargs="+", help="checkpoints, HF directories or preset names")
+    sp.add_argument(
+        "--budget",
+        type=_budgets,
+        default=None,
+        help="elastic checkpoints: bench these trained budgets' children, e.g. 1.0,0.75,0.5",
+    )
     sp.add_argument("--prompt-len", dest="prompt_lens", type=_int_list, default=[2048])
     sp.add_argument("--gen-len", type=int, default=256)
     sp.add_argument("--batch", dest="batch_sizes", type=_int_list, default=[1])

@@ -44,6 +44,22 @@ def test_elastic_then_extract_each_budget(inputs, tmp_path, capsys):
     assert main(["extract", str(out), str(tmp_path / "x"), "--budget", "0.75"]) == 2
     assert "not trained" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # one checkpoint serves every budget: eval / generate / bench slice at load time
+    data = str(inputs / "data.npy")
+    evals = {}
+    for spec, extra in ((str(out), ["--budget", "0.6"]), (str(tmp_path / "child0.6"), [])):
+        assert main(["eval", spec, "--data", data, "--seq-len", "16", "--json", *extra]) == 0
+        evals[spec] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    assert len(set(evals.values())) == 1
+    assert main(["generate", str(out), "--budget", "0.6", "--prompt-ids", "1,2,3",
+                 "--max-new-tokens", "3", "--json"]) == 0  # fmt: skip
+    gen = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(gen[0]["completion_ids"]) == 3
+    bench = ["bench", str(out), "--budget", "1.0,0.6", "--prompt-len", "8", "--gen-len", "2",
+             "--batch", "1", "--repeats", "1", "--json"]  # fmt: skip
+    assert main(bench) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {r["model"] for r in rows["rows"]} == {f"{out} @ 1", f"{out} @ 0.6"}
 
 
 @pytest.mark.parametrize(
