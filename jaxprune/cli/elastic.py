@@ -1,9 +1,10 @@
 """``jaxprune elastic`` and ``jaxprune extract``: thin commands over
 :func:`jaxprune.elastic.run.train_elastic` and :meth:`jaxprune.elastic.run.Elastic.child`.
 
-    jaxprune elastic MODEL --data FILE --budgets 1.0,0.75,0.5 --steps N --out DIR
-        [--uniform] [--budget-probs P,..] [--stage2-from STEP [--stage2-probs P,..]]
-        [--scores FILE | --calib-samples N] [run flags of distill] [--resume]
+    jaxprune elastic MODEL --data FILE (--budgets 1.0,0.75,0.5 | --memory-gb 2,1.5)
+        --steps N --out DIR [--uniform] [--budget-probs P,..]
+        [--stage2-from STEP [--stage2-probs P,..]] [--scores FILE | --calib-samples N]
+        [run flags of distill] [--resume]
     jaxprune extract ELASTIC OUT --budget 0.75
 
 ``elastic`` ranks MODEL (``--scores`` from ``jaxprune importance --depth-method nmse``, or
@@ -16,6 +17,7 @@ a native checkpoint. Budgets are fractions of MODEL's parameters (<= 1) or count
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,6 +62,27 @@ def _elastic_config(args, budgets):
     )
 
 
+def _memory_budgets(args, cfg):
+    """(Memory, byte budgets) of ``--memory-gb``: one at or above the parent's memory (the
+    full model, clipped to it), the others below it."""
+    from jaxprune.elastic.budget import Memory
+    from jaxprune.search.space import memory_bytes
+
+    mem = Memory(batch=args.memory_batch, context=args.memory_context)
+    parent = memory_bytes(cfg, batch=mem.batch, context=mem.context)["total"]
+    gb = sorted(args.memory_gb, reverse=True)
+    if gb[0] * 1e9 < parent:
+        raise UserError(
+            f"elastic: include the full model: one --memory-gb at or above the parent's "
+            f"{parent / 1e9:.4g} GB (batch {mem.batch}, context {mem.context})"
+        )
+    if min(gb) <= 0 or len(set(gb)) != len(gb) or (len(gb) > 1 and gb[1] * 1e9 >= parent):
+        raise UserError(
+            f"elastic: --memory-gb needs distinct positive budgets, one per child, got {gb}"
+        )
+    return mem, tuple([float(parent)] + [g * 1e9 for g in gb[1:]])
+
+
 def cmd_elastic(args: argparse.Namespace) -> int:
     from jaxprune.cli.prune import _rows, _scores_file
     from jaxprune.counts import count_params
@@ -73,12 +96,18 @@ def cmd_elastic(args: argparse.Namespace) -> int:
     cfg = build_train_config(args, distill=True)
     if not cfg.loss.uses_teacher:
         raise UserError("elastic: the loss must distill from the parent (kl or intermediate)")
+    if (args.budgets is None) == (args.memory_gb is None):
+        raise UserError("elastic: give exactly one of --budgets and --memory-gb")
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
     full = count_params(loaded.config)["total"]
-    budgets = resolve_budgets(args.budgets, full)
-    if max(budgets) < full:
-        raise UserError("elastic: include the full budget (1.0): the parent is trained too")
-    el = _elastic_config(args, budgets)
+    memory = None
+    if args.memory_gb is not None:
+        memory, budgets = _memory_budgets(args, loaded.config)
+    else:
+        budgets = resolve_budgets(args.budgets, full)
+        if max(budgets) < full:
+            raise UserError("elastic: include the full budget (1.0): the parent is trained too")
+    el = dataclasses.replace(_elastic_config(args, budgets), memory=memory)
     space_args = SpaceArgs(uniform=args.uniform, max_skip=args.max_skip)
     vocab = loaded.config.vocab_size
     train_src = load_corpus(args.data, tokenizer=loaded.tokenizer, vocab_size=vocab)
@@ -118,9 +147,10 @@ def cmd_elastic(args: argparse.Namespace) -> int:
     print(f"done: elastic checkpoint written to {args.out} ({result.step} steps)")
     for c in info["children"]:
         frac = c["params"] / full
+        mem = "" if memory is None else f", {c['cost'] / 1e9:.4g} GB"
         print(
             f"  budget {c['budget']:>14,.0f}: {c['params']:>14,} parameters ({frac:.1%} of the "
-            f"parent), {c['moves']} adjustment(s)"
+            f"parent){mem}, {c['moves']} adjustment(s)"
         )
     return 0
 
@@ -143,7 +173,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     sp = sub.add_parser("elastic", help="train nested submodels of one parent with a router")
     sp.add_argument("model", help="the parent (native checkpoint, HF dir or preset)")
-    sp.add_argument("--budgets", type=_floats, required=True, help="e.g. 1.0,0.75,0.5 or 4e9,..")
+    sp.add_argument("--budgets", type=_floats, default=None, help="e.g. 1.0,0.75,0.5 or 4e9,..")
+    sp.add_argument(
+        "--memory-gb",
+        type=_floats,
+        default=None,
+        help="budgets in inference memory (weights + KV + state, bf16) instead, e.g. 2,1.5,1",
+    )
+    sp.add_argument("--memory-batch", type=int, default=1, help="batch of --memory-gb")
+    sp.add_argument("--memory-context", type=int, default=4096, help="context of --memory-gb")
     sp.add_argument("--uniform", action="store_true", help="one FFN width for all layers")
     sp.add_argument("--budget-probs", type=_floats, default=None, help="stage-1 weights")
     sp.add_argument("--stage2-from", type=int, default=None, help="first step of stage 2")

@@ -1,11 +1,14 @@
-"""Parameter counts of elastic choices: exact for hard choices, expected for soft ones.
+"""Parameter counts (or inference memory) of elastic choices: exact for hard choices,
+expected for soft ones.
 
 A block's count (:func:`jaxprune.counts.layer_params`) is multilinear in the widths that
 define it (hidden x heads x head_dim for Mamba2, hidden x query heads for attention,
 hidden x neurons for an MLP, hidden x experts for MoE): every term has each width at most
 once. Its expectation under independent choices is therefore the count at the expected
 widths, which multilinear interpolation between two corner values per width computes
-exactly. Depth multiplies each block's count by its probability of being kept.
+exactly. Depth multiplies each block's count by its probability of being kept. Inference
+memory (weights + KV + SSM and conv state, :class:`Memory`) is multilinear in the same
+widths, so the same holds for it.
 """
 
 from __future__ import annotations
@@ -56,9 +59,31 @@ def _multilinear(f, corners: list[tuple[int, int]], x: list[jax.Array]) -> jax.A
     return total
 
 
-def expected_params(space: ElasticSpace, probs: Probs) -> jax.Array:
-    """E[total parameters] of the child under independent choices ``probs``; the exact
-    count when ``probs`` are one-hot."""
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Inference memory at ``batch`` sequences of ``context`` tokens, as
+    :func:`jaxprune.search.space.memory_bytes` counts it: weights at ``weight_bytes``, KV and
+    conv caches at ``cache_bytes``, SSM states in fp32."""
+
+    batch: int = 1
+    context: int = 4096
+    weight_bytes: int = 2
+    cache_bytes: int = 2
+
+    def block(self, layer, hidden) -> float:
+        out = self.weight_bytes * layer_params(layer, hidden)[0]
+        if isinstance(layer, AttentionConfig):
+            window = min(self.context, layer.sliding_window or self.context)
+            out += 2 * self.batch * window * layer.num_kv_heads * layer.head_dim * self.cache_bytes
+        elif isinstance(layer, Mamba2Config):
+            out += self.batch * layer.num_heads * layer.head_dim * layer.state * 4
+            out += self.batch * (layer.conv_kernel - 1) * layer.conv_dim * self.cache_bytes
+        return out
+
+
+def expected_cost(space: ElasticSpace, probs: Probs, memory: Memory | None = None) -> jax.Array:
+    """E[cost] of the child under independent choices ``probs`` (exact for one-hot ones):
+    its parameter count, or with ``memory`` its inference bytes."""
     cfg: ModelConfig = space.config
     keep = keep_vectors(space, probs)
     lo = _min_units(space)
@@ -67,19 +92,27 @@ def expected_params(space: ElasticSpace, probs: Probs) -> jax.Array:
     h = width.get("hidden", jnp.asarray(float(cfg.hidden)))
     emb = (1 if cfg.tie_embeddings else 2) * cfg.vocab_size
     total = h * (emb + 1)  # embeddings (+ LM head) and the final norm
+    if memory is not None:
+        total = total * memory.weight_bytes
     for i, layer in enumerate(cfg.layers):
         fields = [(f, f"blocks.{i}.{s}") for f, s in _FIELDS[type(layer)]]
         fields = [(f, g) for f, g in fields if g in width]
         corners = [h_corner] + [(lo[g], getattr(layer, f)) for f, g in fields]
         xs = [h] + [width[g] for _, g in fields]
 
-        def count(hid, *vals, layer=layer, fields=fields):
+        def cost(hid, *vals, layer=layer, fields=fields):
             new = dataclasses.replace(layer, **{f: v for (f, _), v in zip(fields, vals)})
-            return layer_params(new, hid)[0]
+            return layer_params(new, hid)[0] if memory is None else memory.block(new, hid)
 
-        block = _multilinear(count, corners, xs)
+        block = _multilinear(cost, corners, xs)
         total = total + (keep["depth"][i] if "depth" in keep else 1.0) * block
     return total
+
+
+def expected_params(space: ElasticSpace, probs: Probs) -> jax.Array:
+    """E[total parameters] of the child under independent choices ``probs``; the exact
+    count when ``probs`` are one-hot."""
+    return expected_cost(space, probs)
 
 
 def full_params(space: ElasticSpace) -> int:

@@ -3,9 +3,10 @@
 Budgets are handled from the largest down. The full budget keeps everything. Every other
 budget takes the router's argmax per row, raised where needed to at least the choice of
 the next larger child (larger index = fewer units), so that each child's tensors are prefix
-slices of the next larger child's. If that child then misses its target parameter count by
-more than ``tol``, single-row moves of one choice step (within the same nesting bounds) are
-applied greedily while they bring the count closer, least confident rows winning ties; the
+slices of the next larger child's. If that child then misses its target (a parameter count,
+or inference bytes) by more than ``tol``, single-row moves of one choice step (within the
+same nesting bounds) are applied greedily while they bring it closer, least confident rows
+winning ties; the
 result records how many moves were made, so an undertrained router shows.
 """
 
@@ -31,15 +32,33 @@ def _margins(logits: np.ndarray) -> np.ndarray:
     return s[:, -1] - s[:, -2] if s.shape[-1] > 1 else np.full(len(s), np.inf)
 
 
+def child_memory(space: ElasticSpace, choices: dict, memory) -> int:
+    """Inference bytes of the child (``memory``: a :class:`jaxprune.elastic.budget.Memory`)."""
+    from jaxprune.search.space import memory_bytes
+
+    cfg = shrink_config(space.config, space.kept(choices))
+    m = memory
+    return memory_bytes(
+        cfg, batch=m.batch, context=m.context, weight_bytes=m.weight_bytes,
+        cache_bytes=m.cache_bytes,
+    )["total"]  # fmt: skip
+
+
 def choose(
     space: ElasticSpace,
     logits: Sequence[dict],
     targets: Sequence[float],
     tol: float = 0.03,
+    memory=None,
 ) -> list[dict]:
-    """Per budget (``targets``: parameter counts, any order; ``logits``: the router's
-    {axis: (rows, K)} for each): {"choices": {axis: [int]}, "params": n, "moves": m}."""
-    full = count_params(space.config)["total"]
+    """Per budget (``targets``: parameter counts, or inference bytes with ``memory``; any
+    order; ``logits``: the router's {axis: (rows, K)} for each): {"choices": {axis: [int]},
+    "params": n, "cost": the budgeted quantity, "moves": m}."""
+
+    def cost(ch):
+        return child_params(space, ch) if memory is None else child_memory(space, ch, memory)
+
+    full = cost({a.name: np.zeros(len(a.rows), int) for a in space.axes})
     order = np.argsort(-np.asarray(targets, float), kind="stable")
     out: list[dict] = [{}] * len(targets)
     floor = {a.name: np.zeros(len(a.rows), int) for a in space.axes}
@@ -47,11 +66,11 @@ def choose(
         target = float(targets[j])
         if target >= full:
             ch = {k: v.copy() for k, v in floor.items()}
-            out[j] = {"choices": _lists(ch), "params": child_params(space, ch), "moves": 0}
+            out[j] = _record(space, ch, cost(ch), 0)
             continue
         lg = {k: np.asarray(v, np.float64) for k, v in logits[j].items()}
         ch = {a.name: np.maximum(np.argmax(lg[a.name], -1), floor[a.name]) for a in space.axes}
-        n, moves = child_params(space, ch), 0
+        n, moves = cost(ch), 0
         while abs(n - target) > tol * target:
             best = None
             for a in space.axes:
@@ -63,7 +82,7 @@ def choose(
                             continue
                         trial = {k: v.copy() for k, v in ch.items()}
                         trial[a.name][r] = c
-                        m = child_params(space, trial)
+                        m = cost(trial)
                         key = (abs(m - target), margin[r])
                         if abs(m - target) < abs(n - target) and (best is None or key < best[0]):
                             best = (key, trial, m)
@@ -71,9 +90,13 @@ def choose(
                 break
             _, ch, n = best
             moves += 1
-        out[j] = {"choices": _lists(ch), "params": n, "moves": moves}
+        out[j] = _record(space, ch, n, moves)
         floor = ch
     return out
+
+
+def _record(space: ElasticSpace, ch: dict, cost: float, moves: int) -> dict:
+    return {"choices": _lists(ch), "params": child_params(space, ch), "cost": cost, "moves": moves}
 
 
 def _lists(choices: dict) -> dict[str, list[int]]:

@@ -13,6 +13,7 @@ gradient scale, so this reparameterisation is what gives the router its own step
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.atomic import atomic_write_text
-from jaxprune.elastic.budget import budget_loss, expected_params, full_params
+from jaxprune.elastic.budget import Memory, budget_loss, expected_cost, full_params
 from jaxprune.elastic.extract import choose
-from jaxprune.elastic.masks import elastic_mask
+from jaxprune.elastic.masks import elastic_mask, one_hot
 from jaxprune.elastic.router import Router, probabilities, sample_all
 from jaxprune.elastic.space import ElasticSpace
 from jaxprune.pruning.masks import Mask, activation_masks, apply
@@ -34,10 +35,10 @@ from jaxprune.train.view import StudentView, View
 
 @dataclass(frozen=True)
 class ElasticConfig:
-    """Budgets (parameter counts, any order; the parent's count = the full model) and the
-    curriculum. ``probs`` / ``stage2_probs``: sampling weights per budget (default:
-    uniform, then proportional to the budget's size); ``stage2_from``: first step of
-    stage 2 (None: no stage 2)."""
+    """Budgets (parameter counts, or inference bytes with ``memory``; any order; the
+    parent's = the full model) and the curriculum. ``probs`` / ``stage2_probs``: sampling
+    weights per budget (default: uniform, then proportional to the budget's size);
+    ``stage2_from``: first step of stage 2 (None: no stage 2)."""
 
     budgets: tuple[float, ...]
     probs: tuple[float, ...] | None = None
@@ -48,6 +49,7 @@ class ElasticConfig:
     tau_end: float = 0.05
     router_hidden: int = 64
     router_lr: float = 1e-2
+    memory: Memory | None = None  # budgets in inference bytes at this batch and context
 
     def weights(self, stage: int) -> np.ndarray:
         n = len(self.budgets)
@@ -71,14 +73,19 @@ class ElasticView(StudentView):
     base: Mask
     router_seed: int = 0
     meta: dict = field(default_factory=dict)
-    metric_names = ("budget_loss", "budget_index", "child_params_frac")
+    metric_names = ("budget_loss", "budget_index", "child_cost_frac")
 
     def __post_init__(self):
         self._router = Router(
             self.space, len(self.cfg.budgets), self.cfg.router_hidden, rngs=nnx.Rngs(0)
         )
         self._graphdef = nnx.graphdef(self._router)
-        self.full = float(full_params(self.space))
+        zeros = {a.name: jnp.zeros(len(a.rows), jnp.int32) for a in self.space.axes}
+        self.full = float(self.cost(one_hot(self.space, zeros)))
+
+    def cost(self, probs) -> jax.Array:
+        """Expected parameters, or inference bytes with a memory budget."""
+        return expected_cost(self.space, probs, self.cfg.memory)
 
     def init_params(self, key: jax.Array) -> dict:
         router = Router(
@@ -116,12 +123,12 @@ class ElasticView(StudentView):
         }
         y = {n: jnp.where(is_full, first[n], v) for n, v in y.items()}
         mask = elastic_mask(self.base, self.space, y)
-        expected = expected_params(self.space, probabilities(logits, tau))
+        expected = self.cost(probabilities(logits, tau))
         bl = jnp.where(is_full, 0.0, budget_loss(expected, targets[b], self.full))
         metrics = {
             "budget_loss": bl,
             "budget_index": b.astype(jnp.float32),
-            "child_params_frac": expected_params(self.space, jax.lax.stop_gradient(y)) / self.full,
+            "child_cost_frac": self.cost(jax.lax.stop_gradient(y)) / self.full,
         }
         return View(
             apply(model, mask), activation_masks(mask), self.cfg.budget_weight * bl, metrics
@@ -130,7 +137,7 @@ class ElasticView(StudentView):
     def choices(self, router_params) -> list[dict]:
         """Each budget's extracted choices (:func:`jaxprune.elastic.extract.choose`)."""
         lg = [jax.device_get(self.logits(router_params, i)) for i in range(len(self.cfg.budgets))]
-        return choose(self.space, lg, self.cfg.budgets)
+        return choose(self.space, lg, self.cfg.budgets, memory=self.cfg.memory)
 
     def export(self, out: Path, params: dict) -> None:
         """``out/elastic.json``: budgets, the space's arguments, each budget's choices and
@@ -145,10 +152,10 @@ class ElasticView(StudentView):
         info = {
             **self.meta,
             "budgets": [float(b) for b in self.cfg.budgets],
-            "parent_params": int(self.full),
+            "parent_params": int(full_params(self.space)),
+            "parent_cost": self.full,
+            "metric": "params" if self.cfg.memory is None else "memory_bytes",
             "children": [{"budget": float(b), **c} for b, c in zip(self.cfg.budgets, picked)],
-            "elastic_config": {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in self.cfg.__dict__.items()
-            },
+            "elastic_config": json.loads(json.dumps(dataclasses.asdict(self.cfg))),
         }
         atomic_write_text(out / "elastic.json", json.dumps(info, indent=1))

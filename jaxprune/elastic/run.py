@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxprune.converters.native import load_native
-from jaxprune.counts import count_params
-from jaxprune.elastic.extract import child_params, extract
+from jaxprune.elastic.extract import child_memory, child_params, extract
 from jaxprune.elastic.objective import ElasticConfig, ElasticView
 from jaxprune.elastic.permute import permute_to_importance
 from jaxprune.elastic.space import AXES, DEFAULT_FRACTIONS, ElasticSpace, build_space
@@ -59,11 +58,6 @@ def resolve_budgets(values: Sequence[float], parent_params: int) -> tuple[float,
     if len(set(out)) != len(out):
         raise UserError(f"elastic: repeated budget in {list(values)}")
     return tuple(out)
-
-
-def smallest_child(space: ElasticSpace) -> int:
-    """Parameters of the child that takes the last (smallest) choice on every axis."""
-    return child_params(space, {a.name: [a.n_choices - 1] * len(a.rows) for a in space.axes})
 
 
 def prepare(parent: HybridLM, scores: Scores, args: SpaceArgs) -> tuple[HybridLM, ElasticSpace]:
@@ -107,12 +101,15 @@ def train_elastic(
     """Train ``parent`` elastically (``elastic.budgets`` resolved to counts; see
     :func:`resolve_budgets`); ``train``'s loss must use the teacher (distillation)."""
     permuted, space = prepare(parent, scores, space_args)
-    low = smallest_child(space)
+    smallest = {a.name: [a.n_choices - 1] * len(a.rows) for a in space.axes}
+    mem = elastic.memory
+    low = child_params(space, smallest) if mem is None else child_memory(space, smallest, mem)
+    unit = "parameters" if mem is None else "bytes"
     for b in elastic.budgets:
         if b < low:
             raise UserError(
                 f"elastic: budget {b:,.0f} is below the smallest child these axes allow "
-                f"({low:,} parameters)"
+                f"({low:,} {unit})"
             )
     meta = {
         "space_args": {
@@ -123,9 +120,7 @@ def train_elastic(
         if space_args.depth_key not in scores.scores
         else [float(x) for x in np.asarray(scores.scores[space_args.depth_key])],
     }
-    full = count_params(parent.config)["total"]
     view = ElasticView(space, elastic, train.steps, train.optim.lr, full_mask(permuted), meta=meta)
-    assert view.full == full
     return run(
         train,
         student=permuted,
@@ -152,12 +147,14 @@ class Elastic:
 
     def child_record(self, budget: float) -> dict:
         """The trained child of ``budget`` (a fraction <= 1 or a count)."""
-        full = self.info["parent_params"]
+        full = self.info.get("parent_cost", self.info["parent_params"])
         want = budget * full if budget <= 1.0 else budget
         for c in self.info["children"]:
             if abs(c["budget"] - want) <= 1e-6 * full:
                 return c
         trained = ", ".join(f"{c['budget'] / full:.3g}" for c in self.info["children"])
+        if self.info.get("metric") == "memory_bytes":
+            trained += " of the parent's memory; or the byte counts"
         raise UserError(f"elastic: budget {budget} was not trained (trained: {trained})")
 
     def child(self, budget: float) -> HybridLM:

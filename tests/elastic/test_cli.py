@@ -79,3 +79,29 @@ def test_bad_budgets_fail_with_one_line_and_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_memory_budgets(inputs, tmp_path, capsys):
+    from jaxprune.search.space import memory_bytes
+
+    parent = memory_bytes(compress_config(), batch=1, context=64)["total"] / 1e9
+    out = tmp_path / "el"
+    extra = ["--memory-context", "64", "--json"]
+    assert main(_args(inputs, out, "--memory-gb", f"{parent:.9f},0.000001", *extra)) == 2
+    assert "smallest child" in capsys.readouterr().err  # 1 KB cannot hold any child
+    assert main(_args(inputs, out, "--memory-gb", f"{parent * 0.9:.9f}", *extra)) == 2
+    assert "include the full model" in capsys.readouterr().err
+    assert (
+        main(_args(inputs, out, "--memory-gb", f"{2 * parent:.9f},{0.7 * parent:.9f}", *extra)) == 0
+    )
+    kids = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["children"]
+    assert abs(kids[1]["cost"] / (0.7 * parent * 1e9) - 1) <= 0.03
+    child = load_native(_extract(out, tmp_path, kids[1]["budget"]))[0]
+    assert kids[1]["cost"] == memory_bytes(child.config, batch=1, context=64)["total"]
+
+
+def _extract(out, tmp_path, budget):
+    child = tmp_path / f"child{budget}"
+    assert main(["extract", str(out), str(child), "--budget", str(budget)]) == 0
+    return child

@@ -119,3 +119,19 @@ def test_expected_params_is_the_exact_expectation_over_choices(parent):
         brute += p * count_params(shrink_config(permuted.config, kept))["total"]
     got = expected_params(space, {k: jnp.asarray(v) for k, v in probs.items()})
     assert float(got) == pytest.approx(brute, rel=1e-5)
+
+
+def test_expected_memory_is_exact_for_hard_choices(parent):
+    from jaxprune.elastic.budget import Memory, expected_cost
+    from jaxprune.search.space import memory_bytes
+
+    _, permuted, _ = parent
+    space = _space(permuted)
+    mem = Memory(batch=2, context=64)
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        choices = _random_choices(space, rng)
+        kept = space.kept(choices)
+        want = memory_bytes(shrink_config(permuted.config, kept), batch=2, context=64)["total"]
+        got = float(expected_cost(space, one_hot(space, choices), mem))
+        assert got == pytest.approx(want, rel=1e-6)
