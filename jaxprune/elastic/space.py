@@ -5,8 +5,9 @@ heterogeneous FFN) over the same ``fractions`` (1.0 first, then decreasing); a r
 one or more mask groups, each keeping a *prefix* of its units in importance order
 (:mod:`jaxprune.elastic.permute`), per B/C group for Mamba heads, per KV group for query
 heads, per expert group for experts. Depth is its own axis: choice k skips the first k
-blocks of the depth ranking, so a smaller budget always skips a superset of the blocks a
-larger one skips. Choice index 0 keeps everything; a larger index never keeps more.
+blocks of the depth ranking (k decoder layers, each an attention + MLP pair, for
+Llama-style stacks), so a smaller budget always skips a superset of the blocks a larger
+one skips. Choice index 0 keeps everything; a larger index never keeps more.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.errors import UserError
+from jaxprune.pruning.targets import decoder_layers
 
 AXES = ("hidden", "mlp", "mamba_heads", "mamba_head_dim", "attn_heads", "experts", "depth")
 DEFAULT_FRACTIONS = (1.0, 0.875, 0.75, 0.625, 0.5)
@@ -142,11 +144,16 @@ def build_space(
         if depth_scores is None:
             raise UserError("elastic: the depth axis needs a depth ranking (depth scores)")
         n = len(cfg.layers)
-        k = int(max_skip * n)
+        s = np.asarray(depth_scores, np.float64)
+        pairs = decoder_layers(cfg)  # Llama-style: skip whole decoder layers (block pairs)
+        units = s[0::2] + s[1::2] if pairs else s
+        per = 2 if pairs else 1
+        k = int(max_skip * len(units))
         if k >= 1:
-            order = tuple(int(i) for i in np.argsort(np.asarray(depth_scores), kind="stable"))
-            out.append(Axis("depth", (("depth",),), ((n,),), ((1,),), tuple([tuple(
-                (j,) for j in range(k + 1))])))  # fmt: skip
+            ranked = np.argsort(units, kind="stable")
+            order = tuple(int(per * u + j) for u in ranked for j in range(per))
+            widths = tuple((per * j,) for j in range(k + 1))
+            out.append(Axis("depth", (("depth",),), ((n,),), ((1,),), (widths,)))
     return ElasticSpace(cfg, tuple(out), order)
 
 

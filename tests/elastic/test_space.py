@@ -135,3 +135,24 @@ def test_expected_memory_is_exact_for_hard_choices(parent):
         want = memory_bytes(shrink_config(permuted.config, kept), batch=2, context=64)["total"]
         got = float(expected_cost(space, one_hot(space, choices), mem))
         assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_llama_depth_skips_whole_decoder_layers():
+    from jaxprune.testing.configs import llama_config
+
+    cfg = llama_config()  # "*-*-": two decoder layers
+    model = init_model(cfg, 0)
+    depth = np.array([3.0, 0.5, 1.0, 2.0])  # pair scores 3.5 and 3.0: the second goes first
+    space = build_space(cfg, depth, fractions=(1.0, 0.5), max_skip=0.5, align=1)
+    d = space.axis("depth")
+    assert d.widths == (((0,), (2,)),) and space.depth_order == (2, 3, 0, 1)
+    choices = {a.name: [0] * len(a.rows) for a in space.axes}
+    choices["depth"] = [1]
+    kept = space.kept(choices)
+    assert kept["depth"].tolist() == [0, 1]  # the attention + MLP pair 2, 3 skipped
+    child = materialize(model, kept)
+    assert child.config.pattern == "*-"
+    assert (
+        float(expected_params(space, one_hot(space, choices)))
+        == count_params(child.config)["total"]
+    )
