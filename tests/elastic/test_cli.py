@@ -1,6 +1,12 @@
-"""``jaxprune elastic`` / ``extract`` end to end on a tiny native parent and token ids."""
+"""``jaxprune elastic`` / ``extract`` end to end on a tiny native parent and token ids,
+including a run killed with SIGKILL and resumed bitwise."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +111,36 @@ def _extract(out, tmp_path, budget):
     child = tmp_path / f"child{budget}"
     assert main(["extract", str(out), str(child), "--budget", str(budget)]) == 0
     return child
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise(inputs, tmp_path):
+    from jaxprune.nn.state import model_params
+
+    args = lambda out: _args(inputs, out, "--budgets", "1.0,0.6", "--save-every", "2")  # noqa: E731
+    ref = tmp_path / "ref"
+    assert main(args(ref)) == 0
+    out = tmp_path / "killed"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.elastic.worker", "0.5", *args(out)],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "2" / "commit_success.txt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "elastic.json").exists()
+    assert main([*args(out), "--resume"]) == 0
+    a, b = load_native(out)[0], load_native(ref)[0]
+    pa, pb = model_params(a), model_params(b)
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    ra, rb = np.load(out / "router.npz"), np.load(ref / "router.npz")
+    for k in rb.files:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+    ca = json.loads((out / "elastic.json").read_text())["children"]
+    assert ca == json.loads((ref / "elastic.json").read_text())["children"]
