@@ -148,3 +148,26 @@ def test_uniform_children_load_in_transformers_with_matching_logits(tmp_path):
         theirs = hf(torch.as_tensor(TOKENS)).logits.float().numpy()
     ours = np.asarray(jax.jit(lambda m, t: m(t))(child, TOKENS))
     np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
+
+
+def test_a_heterogeneous_child_exports_in_the_per_layer_form(trained, tmp_path):
+    """Without --uniform each MLP layer has its own width: strict export refuses, the
+    per-layer (vLLM) Nemotron-H form writes the list."""
+    import json
+
+    from jaxprune.converters.api import export
+    from jaxprune.elastic.extract import extract
+
+    out, _ = trained
+    e = load_elastic(out)
+    choices = {a.name: [0] * len(a.rows) for a in e.space.axes}
+    choices["mlp"] = [0, 2]  # the two MLP layers at different widths
+    child = extract(e.parent, e.space, choices)
+    widths = [x.intermediate for x in child.config.layers if x.kind == "mlp"]
+    assert widths[0] != widths[1]
+    with pytest.raises(ValueError, match="differs"):
+        export(child, tmp_path / "strict", model_type="nemotron_h")
+    export(child, tmp_path / "vllm", model_type="nemotron_h", per_layer_mlp=True)
+    assert (
+        json.loads((tmp_path / "vllm" / "config.json").read_text())["intermediate_size"] == widths
+    )
