@@ -22,8 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxprune.cli import EXIT_NONFINITE, EXIT_PREEMPTED
-from jaxprune.cli.train import _common, build_train_config
+from jaxprune.cli.train import _common, build_train_config, guarded
 from jaxprune.errors import UserError
 
 
@@ -91,7 +90,6 @@ def cmd_elastic(args: argparse.Namespace) -> int:
     from jaxprune.elastic.run import SpaceArgs, resolve_budgets, train_elastic
     from jaxprune.models import resolve_model
     from jaxprune.pruning.scoring import Scores, score_model
-    from jaxprune.train.trainer import NonFiniteError
 
     cfg = build_train_config(args, distill=True)
     if not cfg.loss.uses_teacher:
@@ -120,8 +118,8 @@ def cmd_elastic(args: argparse.Namespace) -> int:
         print(f"calibrating on {len(rows)} rows...", file=sys.stderr, flush=True)
         scores = score_model(loaded.model, rows, depth_methods=("nmse",), progress=True)
     print("compiling the elastic step (the first step takes longest)...", file=sys.stderr)
-    try:
-        result = train_elastic(
+    result, status = guarded(
+        lambda: train_elastic(
             loaded.model,
             scores,
             train_source=train_src,
@@ -133,13 +131,11 @@ def cmd_elastic(args: argparse.Namespace) -> int:
             family=loaded.family,
             hf_config=loaded.hf_config,
             aux_dir=loaded.source,
-        )
-    except NonFiniteError as e:
-        print(f"jaxprune: stopped: {e}")
-        return EXIT_NONFINITE
-    if result.status == "preempted":
-        print(f"preempted at step {result.step}; rerun with --resume")
-        return EXIT_PREEMPTED
+        ),
+        args.out,
+    )
+    if status is not None:
+        return status
     info = json.loads((Path(args.out) / "elastic.json").read_text())
     if args.json:
         print(json.dumps({"step": result.step, "children": info["children"]}))

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
     from jaxprune.data import load_corpus
     from jaxprune.data.pipeline import check_one_batch
     from jaxprune.models import resolve_model
-    from jaxprune.train.trainer import NonFiniteError, run
+    from jaxprune.train.trainer import run
 
     cfg = build_train_config(args, distill=distill)
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -122,8 +123,8 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        result = run(
+    result, status = guarded(
+        lambda: run(
             cfg,
             student=student,
             teacher=teacher,
@@ -134,21 +135,35 @@ def _run(args: argparse.Namespace, *, distill: bool) -> int:
             family=src.family,
             hf_config=src.hf_config,
             aux_dir=src.source,
-        )
-    except NonFiniteError as e:
-        print(f"jaxprune: stopped: {e}")
-        return EXIT_NONFINITE
-    if result.status == "preempted":
-        print(
-            f"preempted at step {result.step}: checkpoint saved in {out / 'checkpoints'}; "
-            "rerun with --resume"
-        )
-        return EXIT_PREEMPTED
+        ),
+        out,
+    )
+    if status is not None:
+        return status
     summary = {"step": result.step, "loss": result.train.get("loss"), "skipped": result.skipped}
     if result.eval:
         summary["eval"] = result.eval
     print(json.dumps(summary) if args.json else summary_table(summary, out))
     return 0
+
+
+def guarded(train: Callable[[], Any], out: Path) -> tuple[Any, int | None]:
+    """Run ``train()`` (a training call returning a RunResult): (result, None) when it
+    finished, else (result or None, the exit status) after saying why it stopped."""
+    from jaxprune.train.trainer import NonFiniteError
+
+    try:
+        result = train()
+    except NonFiniteError as e:
+        print(f"jaxprune: stopped: {e}")
+        return None, EXIT_NONFINITE
+    if result.status == "preempted":
+        print(
+            f"preempted at step {result.step}: checkpoint saved in {Path(out) / 'checkpoints'}; "
+            "rerun with --resume"
+        )
+        return result, EXIT_PREEMPTED
+    return result, None
 
 
 def _cell(v) -> str:

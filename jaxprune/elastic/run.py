@@ -42,6 +42,18 @@ class SpaceArgs:
     align: int = 8
     depth_key: str = "depth_nmse"
 
+    def build(self, cfg, depth: np.ndarray | None) -> ElasticSpace:
+        """The space of ``cfg`` (a permuted parent) with these arguments."""
+        return build_space(
+            cfg,
+            depth,
+            axes=self.axes,
+            fractions=self.fractions,
+            max_skip=self.max_skip,
+            uniform=self.uniform,
+            align=self.align,
+        )
+
 
 def resolve_budgets(values: Sequence[float], parent_params: int) -> tuple[float, ...]:
     """Budgets as parameter counts: values <= 1 are fractions of the parent, values from
@@ -71,16 +83,7 @@ def prepare(parent: HybridLM, scores: Scores, args: SpaceArgs) -> tuple[HybridLM
             )
         depth = scores.scores[args.depth_key]
     permuted, _ = permute_to_importance(parent, scores.scores)
-    space = build_space(
-        permuted.config,
-        depth,
-        axes=args.axes,
-        fractions=args.fractions,
-        max_skip=args.max_skip,
-        uniform=args.uniform,
-        align=args.align,
-    )
-    return permuted, space
+    return permuted, args.build(permuted.config, depth)
 
 
 def train_elastic(
@@ -169,15 +172,7 @@ def load_elastic(path: str | Path) -> Elastic:
         raise UserError(f"{path}: not an elastic checkpoint (no elastic.json)")
     info = json.loads(meta.read_text())
     parent, native = load_native(path)
-    a = info["space_args"]
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in info["space_args"].items()}
     depth = None if info.get("depth_scores") is None else np.asarray(info["depth_scores"])
-    space = build_space(
-        parent.config,
-        depth,
-        axes=tuple(a["axes"]),
-        fractions=tuple(a["fractions"]),
-        max_skip=a["max_skip"],
-        uniform=a["uniform"],
-        align=a["align"],
-    )
+    space = SpaceArgs(**args).build(parent.config, depth)
     return Elastic(parent, space, info, native)
