@@ -14,6 +14,7 @@ from jaxprune.counts import count_params
 from jaxprune.pipeline import CompressConfig
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan
+from jaxprune.pruning.targets import KIND_COUNTS
 
 RECIPES = sorted((Path(__file__).parent.parent / "experiments/configs/recipes").glob("*_to_*.gin"))
 
@@ -50,6 +51,8 @@ def test_recipe_builds_and_matches_published_sizes(recipe):
             assert student.hidden == value
         elif key == "num_hidden_layers":  # HF layers: blocks, or (*, -) pairs for Llama
             assert len(student.layers) in (value, 2 * value)
+        elif key in KIND_COUNTS:  # MiniPuzzle: blocks kept per kind
+            assert sum(x.kind == KIND_COUNTS[key] for x in student.layers) == value
         else:
             attr = {
                 "intermediate_size": (MLPConfig, "intermediate"),
@@ -61,7 +64,7 @@ def test_recipe_builds_and_matches_published_sizes(recipe):
 
 
 def test_every_recipe_is_tested():
-    assert len(RECIPES) == 5
+    assert len(RECIPES) == 6
 
 
 @pytest.mark.parametrize("hosts", [1, 2, 4, 8])

@@ -100,7 +100,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from jaxprune.counts import count_params
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
-    from jaxprune.pruning.targets import parse_targets, validate_targets
+    from jaxprune.pruning.targets import KIND_COUNTS, parse_targets, validate_targets
 
     if bool(args.scores) == bool(args.data):
         raise UserError("give exactly one of --scores or --data")
@@ -111,7 +111,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     validate_targets(model.config, targets)
     sc = _scores(loaded, args)
     depth = "depth_block_influence"
-    if "num_hidden_layers" in targets:
+    if "num_hidden_layers" in targets or any(k in targets for k in KIND_COUNTS):
         depth = sc.depth(args.depth_method)
     small = prune(model, sc.scores, targets, depth, switches.mamba_grouping)
     save_native(

@@ -11,7 +11,7 @@ from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfi
 from jaxprune.nn.model import HybridLM
 from jaxprune.pruning.materialize import materialize
 from jaxprune.pruning.ranking import ORDER, check_switches, regroup
-from jaxprune.pruning.targets import decoder_layers, target_for, validate_targets
+from jaxprune.pruning.targets import KIND_COUNTS, decoder_layers, target_for, validate_targets
 
 
 def top(score: np.ndarray, k: int) -> np.ndarray:
@@ -137,6 +137,15 @@ def plan(
 
 
 def _dropped_blocks(cfg: ModelConfig, scores: dict, t: dict, depth: str) -> set[int]:
+    per_kind = [k for k in KIND_COUNTS if k in t]
+    if per_kind:  # MiniPuzzle: the lowest-ranked blocks of each kind, kinds independently
+        s = np.asarray(scores[depth], np.float64)
+        out: set[int] = set()
+        for key in per_kind:
+            blocks = [i for i, x in enumerate(cfg.layers) if x.kind == KIND_COUNTS[key]]
+            ranked = sorted(blocks, key=lambda i: (s[i], i))
+            out.update(ranked[: len(blocks) - t[key]])
+        return out
     pairs = decoder_layers(cfg)
     n = len(cfg.layers) // 2 if pairs else len(cfg.layers)
     if "drop_layers" in t:

@@ -2,7 +2,8 @@
 
 Numbering (:mod:`jaxprune.layers`): ``blocks.<i>.<key>`` uses the block index ``i`` of the
 ``blocks.<i>.`` parameter paths; ``drop_layers`` / ``num_hidden_layers`` count HF layers (a
-Nemotron-H block; a Llama decoder layer ``j`` = blocks ``2j`` and ``2j+1``)."""
+Nemotron-H block; a Llama decoder layer ``j`` = blocks ``2j`` and ``2j+1``);
+``num_<kind>_layers`` keep that many blocks of one kind (:data:`KIND_COUNTS`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ KEYS = (
     "moe_shared_expert_intermediate_size",
     "num_hidden_layers",
     "drop_layers",
+    "num_mamba_layers",
+    "num_mlp_layers",
+    "num_attention_layers",
+    "num_moe_layers",
 )
+
+#: MiniPuzzle-style block counts per kind (jaxprune's names, not HF config fields): the
+#: lowest-ranked blocks of that kind are dropped, each kind on its own (Nemotron-H stacks).
+KIND_COUNTS = {
+    "num_mamba_layers": "mamba2",
+    "num_mlp_layers": "mlp",
+    "num_attention_layers": "attention",
+    "num_moe_layers": "moe",
+}
 
 
 #: Targets that may also be given for one block as ``blocks.<i>.<key>`` (heterogeneous).
@@ -171,6 +185,15 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
             raise UserError(f"drop_layers: layer {i} does not exist (0..{n_layers - 1}; {what})")
     if "drop_layers" in targets and "num_hidden_layers" in targets:
         raise UserError("give num_hidden_layers or drop_layers, not both")
+    per_kind = [k for k in KIND_COUNTS if k in targets]
+    if per_kind and pairs:
+        raise UserError(f"{per_kind[0]}: per-kind block counts need a Nemotron-H-style stack")
+    if per_kind and ("drop_layers" in targets or "num_hidden_layers" in targets):
+        raise UserError(f"give {per_kind[0]} or num_hidden_layers / drop_layers, not both")
+    for key in per_kind:
+        have = sum(x.kind == KIND_COUNTS[key] for x in cfg.layers)
+        if not 0 <= targets[key] <= have:
+            raise UserError(f"target {key}={targets[key]}: the model has {have} such blocks")
 
 
 def _validate_block_target(cfg: ModelConfig, key: str, value) -> None:
