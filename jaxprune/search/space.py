@@ -7,12 +7,14 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
 from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan
-from jaxprune.pruning.targets import decoder_layers
+from jaxprune.pruning.targets import KIND_COUNTS, decoder_layers
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,9 @@ class SearchSpace:
 
     ``max_prune``: largest fraction removed from each axis; ``divisor``: width choices are
     multiples of it (heads: of the KV heads / n_groups / n_group as the axis requires);
-    ``depth_step``: layer counts searched in steps of this; ``axes``: HF target names.
+    ``depth_step``: layer counts searched in steps of this; ``axes``: HF target names, or
+    the per-kind block counts of MiniPuzzle (``num_mamba_layers``, ``num_mlp_layers``,
+    ``num_attention_layers``, ``num_moe_layers``: each kind's lowest-ranked blocks go).
     """
 
     axes: tuple[str, ...] = (
@@ -82,6 +86,10 @@ def axis_choices(cfg: ModelConfig, space: SearchSpace) -> dict[str, list[int]]:
         elif axis == "num_hidden_layers":
             n = len(layers) // 2 if decoder_layers(cfg) else len(layers)
             out[axis] = _grid(n, space.depth_step, space.max_prune)
+        elif axis in KIND_COUNTS:  # MiniPuzzle: blocks kept per kind
+            n = sum(x.kind == KIND_COUNTS[axis] for x in layers)
+            if n:
+                out[axis] = _grid(n, space.depth_step, space.max_prune)
     return {k: v for k, v in out.items() if v}
 
 
@@ -121,11 +129,16 @@ def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
             f"search space has {total:,} candidates (> {space.max_candidates:,}); "
             "raise the divisor or lower max_prune"
         )
+    if any(k in KIND_COUNTS for k in keys) and "num_hidden_layers" in keys:
+        raise UserError("search: per-kind block counts and num_hidden_layers are two depth axes")
     per_axis = {(k, v): plan(cfg, scores, {k: v}) for k in keys for v in choices[k]}
     for values in itertools.product(*(choices[k] for k in keys)):
         kept: dict = {}
         for k, v in zip(keys, values, strict=True):
-            kept.update(per_axis[(k, v)])
+            for group, idx in per_axis[(k, v)].items():
+                if group == "depth" and "depth" in kept:  # several per-kind depth axes
+                    idx = np.intersect1d(kept["depth"], idx)
+                kept[group] = idx
         yield dict(zip(keys, values, strict=True)), shrink_config(cfg, kept)
 
 

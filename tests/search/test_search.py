@@ -107,3 +107,28 @@ def test_short_distillation_rerank_improves_the_candidate(scored):
     distill = make_short_distill(model, rows, steps=6, batch_size=8, lr=3e-3)
     (c,) = evaluate(model, sc, cands, rows, distill=distill)
     assert np.isfinite(c.distilled_loss) and c.distilled_loss < c.loss
+
+
+def test_minipuzzle_grid_over_blocks_kept_per_kind(scored):
+    """Per-kind block counts as search axes: every candidate keeps exactly the chosen number
+    of blocks of each kind (the depth plans of the axes intersect), priced exactly."""
+    from jaxprune.errors import UserError
+    from jaxprune.search.space import candidates
+
+    space = SearchSpace(axes=("intermediate_size", "num_mamba_layers", "num_mlp_layers"),
+                        max_prune=0.5, divisor=4)  # fmt: skip
+    ch = axis_choices(CFG, space)
+    assert ch["num_mamba_layers"] == [1, 2] and ch["num_mlp_layers"] == [1, 2]
+    depth = np.arange(len(CFG.layers), dtype=float)[::-1]  # later blocks ranked lower
+    scores = {**scored[1], "depth_block_influence": depth}
+    seen = set()
+    for targets, cfg in candidates(CFG, scores, space):
+        kinds = [x.kind for x in cfg.layers]
+        assert kinds.count("mamba2") == targets["num_mamba_layers"]
+        assert kinds.count("mlp") == targets["num_mlp_layers"]
+        assert kinds.count("attention") == 2 and kinds.count("moe") == 2
+        seen.add((targets["num_mamba_layers"], targets["num_mlp_layers"]))
+        assert count_params(cfg)["total"] > 0
+    assert seen == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    with pytest.raises(UserError, match="two depth axes"):
+        list(candidates(CFG, scores, SearchSpace(axes=("num_mlp_layers", "num_hidden_layers"))))
