@@ -76,10 +76,12 @@ class ElasticView(StudentView):
     metric_names = ("budget_loss", "budget_index", "child_cost_frac")
 
     def __post_init__(self):
-        self._router = Router(
-            self.space, len(self.cfg.budgets), self.cfg.router_hidden, rngs=nnx.Rngs(0)
+        abstract = nnx.eval_shape(  # the router's structure only: no weights are made
+            lambda: Router(
+                self.space, len(self.cfg.budgets), self.cfg.router_hidden, rngs=nnx.Rngs(0)
+            )
         )
-        self._graphdef = nnx.graphdef(self._router)
+        self._graphdef = nnx.graphdef(abstract)
         zeros = {a.name: jnp.zeros(len(a.rows), jnp.int32) for a in self.space.axes}
         self.full = float(self.cost(one_hot(self.space, zeros)))
 
