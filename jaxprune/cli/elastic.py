@@ -3,8 +3,8 @@
 
     jaxprune elastic MODEL --data FILE (--budgets 1.0,0.75,0.5 | --memory-gb 2,1.5)
         --steps N --out DIR [--uniform] [--budget-probs P,..]
-        [--stage2-from STEP [--stage2-probs P,..]] [--scores FILE | --calib-samples N]
-        [run flags of distill] [--resume]
+        [--stage2-from STEP [--stage2-probs P,..] [--stage2-seq-len N]]
+        [--scores FILE | --calib-samples N] [run flags of distill] [--resume]
     jaxprune extract ELASTIC OUT --budget 0.75
 
 ``elastic`` ranks MODEL (``--scores`` from ``jaxprune importance --depth-method nmse``, or
@@ -92,6 +92,10 @@ def cmd_elastic(args: argparse.Namespace) -> int:
     from jaxprune.pruning.scoring import Scores, score_model
 
     cfg = build_train_config(args, distill=True)
+    if args.stage2_seq_len is not None:
+        if args.stage2_from is None:
+            raise UserError("--stage2-seq-len needs --stage2-from STEP")
+        cfg = cfg.replace(seq_len_stages=((args.stage2_from, args.stage2_seq_len),))
     if not cfg.loss.uses_teacher:
         raise UserError("elastic: the loss must distill from the parent (kl or intermediate)")
     if (args.budgets is None) == (args.memory_gb is None):
@@ -182,6 +186,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--budget-probs", type=_floats, default=None, help="stage-1 weights")
     sp.add_argument("--stage2-from", type=int, default=None, help="first step of stage 2")
     sp.add_argument("--stage2-probs", type=_floats, default=None, help="stage-2 weights")
+    sp.add_argument(
+        "--stage2-seq-len", type=int, default=None, help="stage-2 sequence length (same batch)"
+    )
     sp.add_argument("--budget-weight", type=float, default=1.0, help="weight of the budget loss")
     sp.add_argument("--router-lr", type=float, default=1e-2, help="the router's step size")
     sp.add_argument("--max-skip", type=float, default=0.25, help="most blocks skipped (fraction)")

@@ -90,6 +90,7 @@ def distill(
     mesh=(2, 2, 1),
     save_every: int = 2,
     optim=None,
+    seq_len_stages=(),
 ):
     """A fixed KD run: small student, deeper / wider teacher, CE + intermediate losses;
     ``optim`` (an OptimConfig) replaces its warm-up + cosine schedule."""
@@ -109,6 +110,7 @@ def distill(
         teacher_dtype="float32",
         progress=False,
         log_every=1,
+        seq_len_stages=seq_len_stages,
     )
     student = init_model(small_config(24), 0)
     teacher = init_model(small_config(32, "M-*-"), 1)

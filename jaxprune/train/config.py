@@ -127,6 +127,9 @@ class TrainConfig:
     consecutive non-finite steps (skipped updates) stop the run. ``remat``: "none" keeps
     every activation for the backward; "block" keeps only each student block's input and
     recomputes the block in the backward (about one more forward, less activation memory).
+    ``seq_len_stages``: ``((step, seq_len), ...)``, increasing steps in [1, steps): from
+    that many completed steps on, batches have that ``seq_len`` (same ``batch_size``; the
+    step compiles once per length; evaluation keeps ``seq_len``).
     """
 
     steps: int = 1000
@@ -148,9 +151,20 @@ class TrainConfig:
     max_bad_steps: int = 10
     progress: bool = True
     remat: str = "none"
+    seq_len_stages: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "mesh", tuple(int(m) for m in self.mesh))
+        stages = tuple((int(a), int(b)) for a, b in self.seq_len_stages)
+        object.__setattr__(self, "seq_len_stages", stages)
+        froms = [a for a, _ in stages]
+        if froms != sorted(set(froms)) or any(not 1 <= a < self.steps for a in froms):
+            raise UserError(
+                f"train: seq_len_stages need distinct increasing steps in [1, {self.steps}), "
+                f"got {froms}"
+            )
+        if any(b < 1 for _, b in stages):
+            raise UserError(f"train: seq_len_stages lengths must be >= 1, got {list(stages)}")
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "keep", "max_bad_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -164,6 +178,13 @@ class TrainConfig:
             raise UserError(f"train: mesh must be (data, fsdp, tensor), got {self.mesh}")
         if self.remat not in REMAT:
             raise UserError(f"train: remat {self.remat!r}; choose from {', '.join(REMAT)}")
+
+    def stage_at(self, step: int) -> int:
+        """The sequence-length stage (0: ``seq_len``) of the batch after ``step`` steps."""
+        return sum(step >= a for a, _ in self.seq_len_stages)
+
+    def seq_len_of(self, stage: int) -> int:
+        return self.seq_len if stage == 0 else self.seq_len_stages[stage - 1][1]
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

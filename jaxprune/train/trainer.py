@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 from jaxprune import sharding
 from jaxprune.atomic import atomic_write_text
 from jaxprune.data import make_eval_batches, make_train_iterator
+from jaxprune.data.packing import PackedRows
 from jaxprune.data.pipeline import check_one_batch
 from jaxprune.errors import UserError
 from jaxprune.nn.model import HybridLM
@@ -185,7 +186,8 @@ def run(
     view = view or StudentView()
     out = Path(out)
     _check_out(out, resume)
-    check_one_batch(train_source, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
+    for _, length in ((0, cfg.seq_len), *cfg.seq_len_stages):
+        check_one_batch(train_source, batch_size=cfg.batch_size, seq_len=length)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.loss.uses_teacher and teacher is None:
         raise UserError("the loss needs a teacher (kl or intermediate layers) but none was given")
@@ -208,14 +210,20 @@ def run(
         if cfg.loss.intermediate and teacher.config.hidden != student.config.hidden:
             proj_shape = (student.config.hidden, teacher.config.hidden)
     tx, schedule = make_optimizer(cfg.optim, cfg.steps), make_schedule(cfg.optim, cfg.steps)
-    data = make_train_iterator(
-        train_source,
-        seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size // nproc,
-        seed=cfg.seed,
-        process_index=jax.process_index(),
-        process_count=nproc,
-    )
+    def stage_data(stage: int):
+        length = cfg.seq_len_of(stage)
+        src = train_source
+        if stage and isinstance(src, PackedRows) and src.seq_len != length:
+            src = PackedRows(src.corpus, length, pad_id=src.pad_id)
+        return make_train_iterator(
+            src,
+            seq_len=length,
+            batch_size=cfg.batch_size // nproc,
+            seed=cfg.seed + stage,
+            process_index=jax.process_index(),
+            process_count=nproc,
+        )
+
     ckpt = Checkpoints(out / "checkpoints", keep=cfg.keep, async_save=cfg.async_save)
     meta = {
         "train_config": cfg.to_dict(),
@@ -223,6 +231,8 @@ def run(
         "teacher": None if teacher is None else teacher.config.to_dict(),
     }
     start = (ckpt.latest_step() or 0) if resume else 0
+    stage = cfg.stage_at(start)
+    data = stage_data(stage)
     extra = view.init_params(jax.random.key(cfg.seed + 1))
     if start:
         abstract = abstract_state(s, tx, proj_shape, extra)
@@ -249,7 +259,7 @@ def run(
         out,
         total_steps=cfg.steps,
         start_step=start,
-        tokens_per_step=cfg.batch_size * cfg.seq_len,
+        tokens_per_step=cfg.batch_size * cfg.seq_len_of(stage),
         enabled=primary,
         progress=cfg.progress,
     )
@@ -283,11 +293,17 @@ def run(
 
     evals: dict[int, dict[str, float]] = {}
     step, saved_step, bad, skipped, pending_save = start, start, 0, 0, False
+    fresh = start
     last: dict[str, float] = {}
     status = "done"
     try:
         with _Preemption() as preempt:
             while step < cfg.steps:
+                if cfg.stage_at(step) != stage:  # a longer sequence from here on
+                    stage = cfg.stage_at(step)
+                    data = stage_data(stage)
+                    log.tokens_per_step = cfg.batch_size * cfg.seq_len_of(stage)
+                    fresh = step
                 batch = _device_batch(next(data), accum, batch_sh)
                 state, metrics = step_fn(state, s.rest, t_state, batch)
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -295,12 +311,17 @@ def run(
                 bad = bad + 1 if last["skipped"] else 0
                 skipped += int(last["skipped"])
                 log.advance(last)
-                if step == start + 1:
-                    log.reset_rate()  # the first step includes compilation
+                if step == fresh + 1:
+                    log.reset_rate()  # the first step (of a stage) includes compilation
                 if step % cfg.log_every == 0 or step == cfg.steps or last["skipped"]:
                     log.log(
                         step,
-                        {**last, "tokens_per_s": log.tokens_per_second, "skipped_total": skipped},
+                        {
+                            **last,
+                            "tokens_per_s": log.tokens_per_second,
+                            "skipped_total": skipped,
+                            "seq_len": cfg.seq_len_of(stage),
+                        },
                     )
                 if bad >= cfg.max_bad_steps:
                     ckpt.wait()

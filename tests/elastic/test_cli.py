@@ -144,3 +144,16 @@ def test_sigkill_then_resume_is_bitwise(inputs, tmp_path):
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
     ca = json.loads((out / "elastic.json").read_text())["children"]
     assert ca == json.loads((ref / "elastic.json").read_text())["children"]
+
+
+@pytest.mark.slow
+def test_stage2_trains_on_longer_sequences(inputs, tmp_path, capsys):
+    out = tmp_path / "el"
+    assert main(_args(inputs, out, "--budgets", "1.0,0.6", "--stage2-seq-len", "32")) == 2
+    assert "needs --stage2-from" in capsys.readouterr().err
+    stage2 = ["--stage2-from", "4", "--stage2-seq-len", "32"]
+    stage2 += ["--gin_param", "TrainConfig.log_every = 1"]
+    assert main(_args(inputs, out, "--budgets", "1.0,0.6", *stage2)) == 0
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["seq_len"] for r in train] == [16] * 4 + [32] * 2
