@@ -33,6 +33,7 @@ def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
+
 from jaxprune.config import ModelConfig  # noqa: E402
 from jaxprune.testing.configs import hybrid_config, llama_config  # noqa: E402
 

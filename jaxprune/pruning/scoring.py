@@ -170,9 +170,7 @@ def score_model(
         raise UserError(f"calibration needs (rows, T) token ids, got shape {rows.shape}")
     for method in depth_methods:
         if method not in DEPTH_METHODS:
-            raise UserError(
-                f"depth method {method!r}; choose from {', '.join(DEPTH_METHODS)}"
-            )
+            raise UserError(f"depth method {method!r}; choose from {', '.join(DEPTH_METHODS)}")
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     mesh = calibration_mesh(batch_size) if mesh is None else mesh
     shardings = None

@@ -210,6 +210,7 @@ def run(
         if cfg.loss.intermediate and teacher.config.hidden != student.config.hidden:
             proj_shape = (student.config.hidden, teacher.config.hidden)
     tx, schedule = make_optimizer(cfg.optim, cfg.steps), make_schedule(cfg.optim, cfg.steps)
+
     def stage_data(stage: int):
         length = cfg.seq_len_of(stage)
         src = train_source

@@ -138,9 +138,7 @@ def test_txt_is_one_token_stream(tmp_path, monkeypatch, chunk):
     # stream: the cat sat on the mat . a dog sat </s> = 2 3 4 5 2 6 9 7 8 4 1 (EOS in the tail)
     np.testing.assert_array_equal(got, [[2, 3, 4], [5, 2, 6], [9, 7, 8]])
     assert (tok.calls > 1) == (chunk == 4)
-    np.testing.assert_array_equal(
-        load_rows(path, seq_len=3, tokenizer=tok, max_rows=2), got[:2]
-    )
+    np.testing.assert_array_equal(load_rows(path, seq_len=3, tokenizer=tok, max_rows=2), got[:2])
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 4], ids=["one-piece", "chunked"])

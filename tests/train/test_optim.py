@@ -51,9 +51,7 @@ def test_train_config_round_trips_and_validates():
         TrainConfig(steps=0)
 
 
-@pytest.mark.parametrize(
-    "total, expected", [(150, 8), (20, 1), (2000, 100), (10_000, 100), (1, 0)]
-)
+@pytest.mark.parametrize("total, expected", [(150, 8), (20, 1), (2000, 100), (10_000, 100), (1, 0)])
 def test_default_warmup_is_a_fraction_of_the_run_with_a_cap(total, expected):
     cfg = OptimConfig(lr=1.0)
     assert cfg.warmup(total) == expected
