@@ -36,6 +36,7 @@ DEPTH_METHODS = {
     "block_influence": "depth_block_influence",
     "loss": "depth_loss",
     "nmse": "depth_nmse",
+    "hidden_mse": "depth_hidden_mse",
 }
 
 
@@ -161,7 +162,7 @@ def score_model(
     """Calibrate ``model`` on ``rows`` (N, T) int token ids and score every prunable group.
 
     ``depth_methods``: depth rankings to add (``block_influence`` comes with the
-    statistics for free; ``loss`` and ``nmse`` run extra forwards over the first
+    statistics for free; ``loss``, ``nmse`` and ``hidden_mse`` run extra forwards over the first
     ``depth_batches`` batches). ``mesh``: shard each batch over its data axis (default:
     :func:`calibration_mesh`).
     """
@@ -186,6 +187,8 @@ def score_model(
         sc["depth_loss"] = depth.loss_increase(model, batches[:depth_batches])
     if "nmse" in depth_methods:
         sc["depth_nmse"] = depth.iterative_nmse(model, batches[:depth_batches])
+    if "hidden_mse" in depth_methods:
+        sc["depth_hidden_mse"] = depth.hidden_mse(model, batches[:depth_batches])
     info = {
         **(meta or {}),
         "samples": int(len(rows)),

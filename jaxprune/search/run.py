@@ -108,7 +108,7 @@ def run_search(
     and by decode latency; the best is the lowest final loss. ``progress(i, n, candidate)``
     is called after each candidate is scored (the ``search`` command prints a line).
     ``mamba_grouping``: how candidates are pruned (see ``pruning.prune.plan``)."""
-    cands = shortlist(model, scores, budget, space, top_k)
+    cands = shortlist(model, scores, budget, space, top_k, depth)
     distill = None
     if distill_steps:
         from jaxprune.search.distill import make_short_distill

@@ -58,10 +58,16 @@ class Candidate:
 
 
 def shortlist(
-    model: HybridLM, scores: dict, budget: Budget, space: SearchSpace, top_k: int
+    model: HybridLM,
+    scores: dict,
+    budget: Budget,
+    space: SearchSpace,
+    top_k: int,
+    depth: str = "depth_block_influence",
 ) -> list[Candidate]:
     """The ``top_k`` feasible candidates with the most parameters (closest to the budget),
-    one per architecture (targets that shrink to the same config are one candidate).
+    one per architecture (targets that shrink to the same config are one candidate);
+    ``depth``: the ranking the depth axes drop blocks by.
 
     Refuses a parameter budget at or above the source's size when no memory budget is
     given (the "best" candidate would be the unpruned model) and, when nothing fits,
@@ -70,7 +76,7 @@ def shortlist(
     limit = check_budget(model.config, budget)
     feasible: dict = {}
     smallest = (math.inf, math.inf)
-    for targets, small in candidates(model.config, scores, space):
+    for targets, small in candidates(model.config, scores, space, depth):
         c = count_params(small)
         mem = memory_bytes(small, batch=budget.batch, context=budget.context)["total"]
         smallest = (min(smallest[0], c[key]), min(smallest[1], mem))

@@ -115,8 +115,11 @@ def memory_bytes(
     }
 
 
-def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
-    """Yield (targets, pruned config) for every combination of axis choices.
+def candidates(
+    cfg: ModelConfig, scores: dict, space: SearchSpace, depth: str = "depth_block_influence"
+):
+    """Yield (targets, pruned config) for every combination of axis choices (``depth``: the
+    score key that ranks the blocks the depth axes drop).
 
     Each axis value is planned once and the kept-index sets are merged, so enumerating is
     cheap; widths (hence costs) are exact. The final candidates are re-planned jointly.
@@ -131,7 +134,7 @@ def candidates(cfg: ModelConfig, scores: dict, space: SearchSpace):
         )
     if any(k in KIND_COUNTS for k in keys) and "num_hidden_layers" in keys:
         raise UserError("search: per-kind block counts and num_hidden_layers are two depth axes")
-    per_axis = {(k, v): plan(cfg, scores, {k: v}) for k in keys for v in choices[k]}
+    per_axis = {(k, v): plan(cfg, scores, {k: v}, depth) for k in keys for v in choices[k]}
     for values in itertools.product(*(choices[k] for k in keys)):
         kept: dict = {}
         for k, v in zip(keys, values, strict=True):

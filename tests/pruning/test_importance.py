@@ -107,6 +107,27 @@ def test_depth_rankings_find_the_dead_block(planted):
     assert abs(loss[5]) < 1e-6 and np.all(np.delete(np.abs(loss), 5) > 1e-4)
     nmse = depth.iterative_nmse(model, BATCHES[:1])
     assert np.argmin(nmse) == 5 and sorted(nmse.tolist()) == list(range(8))
+    mse = depth.hidden_mse(model, BATCHES[:1])
+    assert mse[5] < 1e-10 and np.all(np.delete(mse, 5) > 1e-6)
+
+
+def test_hidden_mse_is_the_materialized_models_final_hidden_mse(planted):
+    import jax.numpy as jnp
+
+    from jaxprune.pruning import depth
+
+    model, sc = planted
+    tokens = jnp.asarray(BATCHES[0])
+
+    def final(m):
+        return np.asarray(m.final_norm(m.hidden_states(tokens)[0]), np.float64)
+
+    mse = depth.hidden_mse(model, BATCHES[:1])
+    for i in (0, 3):
+        small = prune(model, sc, {"drop_layers": [i]})
+        assert len(small.config.layers) == len(model.config.layers) - 1
+        want = np.mean((final(small) - final(model)) ** 2)
+        np.testing.assert_allclose(mse[i], want, rtol=1e-4)
 
 
 def test_pruning_keeps_kv_heads(planted):

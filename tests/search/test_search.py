@@ -132,3 +132,22 @@ def test_minipuzzle_grid_over_blocks_kept_per_kind(scored):
     assert seen == {(1, 1), (1, 2), (2, 1), (2, 2)}
     with pytest.raises(UserError, match="two depth axes"):
         list(candidates(CFG, scores, SearchSpace(axes=("num_mlp_layers", "num_hidden_layers"))))
+
+
+def test_candidates_are_priced_with_the_depth_ranking_that_prunes_them(scored):
+    """Dropping blocks by another ranking than block influence changes which kinds go, so
+    the shortlist must price each candidate with the ranking ``evaluate`` prunes by."""
+    from jaxprune.pruning.prune import prune
+
+    model, sc = scored
+    kinds = [x.kind for x in CFG.layers]
+    moe_last = np.array([0.0 if k == "moe" else 1.0 + i for i, k in enumerate(kinds)])
+    sc = {**sc, "depth_x": moe_last, "depth_block_influence": moe_last[::-1].copy()}
+    space = SearchSpace(axes=("num_hidden_layers",), max_prune=0.5)
+    budget = Budget(params=count_params(CFG)["total"] - 1)
+    for depth in ("depth_x", "depth_block_influence"):
+        cands = shortlist(model, sc, budget, space, top_k=10, depth=depth)
+        assert len(cands) >= 2
+        for c in cands:
+            small = prune(model, sc, c.targets, depth)
+            assert c.params == count_params(small.config)["total"], (depth, c.targets)
