@@ -11,6 +11,7 @@ Commands:
   importance  activation-based importance scores from calibration data
   prune       prune a model to targets given in HF config names
   search      architecture search under a parameter / memory budget
+  puzzle      MiniPuzzle: blocks kept per kind x FFN width under a memory budget
   distill     distill a student from a teacher (sharded, resumable)
   train       plain language-model training
   elastic     nested submodels of one parent with a trained router (Nemotron Elastic)
@@ -48,7 +49,16 @@ _PATH_ERRORS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxprune.cli import compress, elastic, evaluate, inference, model, prune, train
+    from jaxprune.cli import (
+        compress,
+        elastic,
+        evaluate,
+        inference,
+        model,
+        prune,
+        puzzle,
+        train,
+    )
 
     p = argparse.ArgumentParser(
         prog="jaxprune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed(p)
     sub = p.add_subparsers(dest="command", required=True)
     _with_defaults_in_help(sub)
-    for module in (compress, model, evaluate, prune, train, elastic, inference):
+    for module in (compress, model, evaluate, prune, puzzle, train, elastic, inference):
         module.add_parsers(sub)
     return p
 
