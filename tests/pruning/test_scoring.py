@@ -52,7 +52,8 @@ def test_sharded_calibration_matches_one_device(model):
 
 
 def test_depth_methods_are_added_on_request(model):
-    sc = score_model(model, ROWS, depth_methods=("loss", "nmse"), batch_size=8, depth_batches=1)
+    methods = ("loss", "nmse", "hidden_mse")
+    sc = score_model(model, ROWS, depth_methods=methods, batch_size=8, depth_batches=1)
     for key in DEPTH_METHODS.values():
         assert sc.scores[key].shape == (len(CFG.layers),)
     assert sorted(sc.scores["depth_nmse"]) == list(range(len(CFG.layers) - 1)) + [
