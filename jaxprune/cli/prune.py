@@ -32,6 +32,16 @@ def _rows(loaded, data: str, seq_len: int, max_rows: int, label: str = "data"):
         return check_rows(rows, loaded.config.vocab_size)
 
 
+def save_like(loaded, path, model) -> None:
+    """Save ``model`` (pruned from ``loaded``) as a native checkpoint with ``loaded``'s
+    family, HF config and auxiliary files (tokenizer)."""
+    from jaxprune.converters.native import save_native
+
+    save_native(
+        path, model, family=loaded.family, hf_config=loaded.hf_config, aux_dir=loaded.source
+    )
+
+
 def _score(loaded, args: argparse.Namespace):
     from jaxprune.pruning.scoring import score_with
 
@@ -96,7 +106,6 @@ def cmd_importance(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from jaxprune.converters.native import save_native
     from jaxprune.counts import count_params
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
@@ -114,9 +123,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if "num_hidden_layers" in targets or any(k in targets for k in KIND_COUNTS):
         depth = sc.depth(args.depth_method)
     small = prune(model, sc.scores, targets, depth, switches.mamba_grouping)
-    save_native(
-        args.out, small, family=loaded.family, hf_config=loaded.hf_config, aux_dir=loaded.source
-    )
+    save_like(loaded, args.out, small)
     before, after = count_params(model.config), count_params(small.config)
     print(f"{'params':<12}{'before':>16}{'after':>16}{'ratio':>8}")
     for k in before:
@@ -128,7 +135,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from jaxprune.atomic import atomic_output_dir
-    from jaxprune.converters.native import save_native
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
     from jaxprune.search.run import search_with
@@ -161,12 +167,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     with atomic_output_dir(Path(args.out)) as tmp:
         result.write(tmp, data=data)
-        save_native(
+        save_like(
+            loaded,
             tmp / "best",
             prune(model, sc.scores, result.best.targets, depth, switches.mamba_grouping),
-            family=loaded.family,
-            hf_config=loaded.hf_config,
-            aux_dir=loaded.source,
         )
     print((Path(args.out) / "report.md").read_text())
     print(f"chosen model: {Path(args.out) / 'best'}")

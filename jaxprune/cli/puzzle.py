@@ -22,8 +22,7 @@ from jaxprune.puzzle.mini import MiniPuzzleConfig
 
 def cmd_puzzle(args: argparse.Namespace) -> int:
     from jaxprune.atomic import atomic_output_dir
-    from jaxprune.cli.prune import _rows, _scores
-    from jaxprune.converters.native import save_native
+    from jaxprune.cli.prune import _rows, _scores, save_like
     from jaxprune.errors import UserError
     from jaxprune.models import resolve_model
     from jaxprune.pruning.prune import prune
@@ -55,13 +54,7 @@ def cmd_puzzle(args: argparse.Namespace) -> int:
     data = {"data": args.data, "rows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}
     with atomic_output_dir(Path(args.out)) as tmp:
         write_report(tmp, result, picked, axes, _budget_text(mini), data)
-        save_native(
-            tmp / "student",
-            prune(model, sc.scores, result.best.targets, depth),
-            family=loaded.family,
-            hf_config=loaded.hf_config,
-            aux_dir=loaded.source,
-        )
+        save_like(loaded, tmp / "student", prune(model, sc.scores, result.best.targets, depth))
     print((Path(args.out) / "report.md").read_text())
     print(f"chosen model: {Path(args.out) / 'student'}")
     return 0

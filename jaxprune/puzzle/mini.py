@@ -21,6 +21,7 @@ from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.evaluation.agreement import next_token_metrics
 from jaxprune.nn.model import HybridLM
+from jaxprune.pruning.materialize import materialize
 from jaxprune.pruning.prune import plan, prune
 from jaxprune.pruning.targets import KIND_COUNTS
 from jaxprune.search.budget import describe, parse_params
@@ -150,14 +151,15 @@ def rank(
     returns the candidates best score first (ties: lower loss)."""
     parent_top = next_token_metrics(parent, rows, batch_size=batch_size)["top"]
     for i, c in enumerate(cands, 1):
-        small = prune(parent, scores, c.targets, depth)
+        kept = plan(parent.config, scores, c.targets, depth)
+        small = materialize(parent, kept)
         m = next_token_metrics(small, rows, parent_top=parent_top, batch_size=batch_size)
         c.loss = m["loss"]
         c.extra = {
             "accuracy": m["accuracy"],
             "agreement": m["agreement"],
             "score": 0.5 * (m["accuracy"] + m["agreement"]),
-            "kept_blocks": _kept_blocks(parent.config, scores, c.targets, depth),
+            "kept_blocks": [int(j) for j in kept.get("depth", range(len(parent.config.layers)))],
         }
         c.decode_ms = decode_ms(small)
         if progress is not None:
@@ -222,11 +224,6 @@ def choices(parent_cfg, scores: dict, best: Candidate, depth: str) -> dict:
 def grid_axes(cfg, mini: MiniPuzzleConfig) -> dict[str, list[int]]:
     """The values searched per axis (for the report)."""
     return axis_choices(cfg, mini.space(cfg))
-
-
-def _kept_blocks(cfg, scores: dict, targets: dict, depth: str) -> list[int]:
-    kept = plan(cfg, scores, targets, depth).get("depth", range(len(cfg.layers)))
-    return [int(j) for j in kept]
 
 
 def _memory(cfg, mini: MiniPuzzleConfig) -> int:
