@@ -42,7 +42,7 @@ KIND_COUNTS = {
 
 
 #: Targets that may also be given for one block as ``blocks.<i>.<key>`` (heterogeneous).
-PER_BLOCK = KEYS[1:3] + KEYS[4:9]
+PER_BLOCK = KEYS[1:9]
 
 
 def target_for(targets: dict, i: int, key: str):
@@ -134,7 +134,7 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
 
     for key in targets:
         if key.startswith("blocks."):
-            _validate_block_target(cfg, key, targets[key])
+            _validate_block_target(cfg, key, targets)
     check("hidden_size", [cfg.hidden])
     check("intermediate_size", each(MLPConfig, "intermediate"))
     kv = each(AttentionConfig, "num_kv_heads")
@@ -196,9 +196,11 @@ def validate_targets(cfg: ModelConfig, targets: dict) -> None:
             raise UserError(f"target {key}={targets[key]}: the model has {have} such blocks")
 
 
-def _validate_block_target(cfg: ModelConfig, key: str, value) -> None:
+def _validate_block_target(cfg: ModelConfig, key: str, targets: dict) -> None:
     """``blocks.<i>.<base>``: the block exists, has the kind the target applies to, and the
-    value fits it; every refusal names the block as :func:`~jaxprune.layers.block_label`."""
+    value fits it (with the block's other targets: KV groups and heads go together); every
+    refusal names the block as :func:`~jaxprune.layers.block_label`."""
+    value = targets[key]
     _, idx, base = key.split(".")
     i = int(idx)
     if i >= len(cfg.layers):
@@ -207,6 +209,7 @@ def _validate_block_target(cfg: ModelConfig, key: str, value) -> None:
     if bad:
         raise UserError(bad)
     try:
-        validate_targets(cfg.replace(layers=(cfg.layers[i],)), {base: value})
+        own = {k.split(".")[2]: v for k, v in targets.items() if k.startswith(f"blocks.{i}.")}
+        validate_targets(cfg.replace(layers=(cfg.layers[i],)), {**own, base: value})
     except UserError as e:
         raise UserError(f"target {key} ({block_label(cfg, i)}): {e}") from e

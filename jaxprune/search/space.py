@@ -93,26 +93,30 @@ def axis_choices(cfg: ModelConfig, space: SearchSpace) -> dict[str, list[int]]:
     return {k: v for k, v in out.items() if v}
 
 
+def layer_cache_bytes(layer, *, batch: int, context: int, cache_bytes: int = 2) -> dict[str, int]:
+    """One block's inference state: KV cache, SSM state (fp32) and conv state, in bytes."""
+    kv = ssm = conv = 0
+    if isinstance(layer, AttentionConfig):
+        window = min(context, layer.sliding_window or context)
+        kv = 2 * batch * window * layer.num_kv_heads * layer.head_dim * cache_bytes
+    elif isinstance(layer, Mamba2Config):
+        ssm = batch * layer.num_heads * layer.head_dim * layer.state * 4
+        conv = batch * (layer.conv_kernel - 1) * layer.conv_dim * cache_bytes
+    return {"kv": kv, "ssm": ssm, "conv": conv}
+
+
 def memory_bytes(
     cfg: ModelConfig, *, batch: int, context: int, weight_bytes: int = 2, cache_bytes: int = 2
 ) -> dict[str, int]:
     """Inference memory: weights + KV cache + SSM state (fp32) + conv state."""
-    kv = ssm = conv = 0
+    state = {"kv": 0, "ssm": 0, "conv": 0}
     for layer in cfg.layers:
-        if isinstance(layer, AttentionConfig):
-            window = min(context, layer.sliding_window or context)
-            kv += 2 * batch * window * layer.num_kv_heads * layer.head_dim * cache_bytes
-        elif isinstance(layer, Mamba2Config):
-            ssm += batch * layer.num_heads * layer.head_dim * layer.state * 4
-            conv += batch * (layer.conv_kernel - 1) * layer.conv_dim * cache_bytes
+        for k, v in layer_cache_bytes(
+            layer, batch=batch, context=context, cache_bytes=cache_bytes
+        ).items():
+            state[k] += v
     weights = count_params(cfg)["total"] * weight_bytes
-    return {
-        "weights": weights,
-        "kv": kv,
-        "ssm": ssm,
-        "conv": conv,
-        "total": weights + kv + ssm + conv,
-    }
+    return {"weights": weights, **state, "total": weights + sum(state.values())}
 
 
 def candidates(
