@@ -83,6 +83,38 @@ def test_compress_searches_when_given_a_budget(setup, capsys):
     assert targets
 
 
+@pytest.mark.slow
+def test_compress_runs_puzzle_and_distills_its_heterogeneous_student(setup, capsys):
+    tmp, gin = setup
+    binds = [
+        "CompressConfig.targets = {}",
+        "CompressConfig.puzzle = @PuzzleConfig()",
+        "PuzzleConfig.params = 0.6",
+        "PuzzleConfig.ffn_divisor = 8",
+        "PuzzleConfig.score_samples = 16",
+        "PuzzleConfig.eval_samples = 8",
+        "PuzzleConfig.memory_context = 64",
+        "PuzzleConfig.bld_steps = 2",
+        "CompressConfig.export_per_layer_mlp = True",
+    ]
+    args = ["compress", str(gin)] + [x for b in binds for x in ("--gin_param", b)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "stage: architecture (puzzle)" in printed and "stage: distillation" in printed
+    out = tmp / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["puzzle"]) == 4  # a variant per parent block
+    teacher, _, distilled = report["rows"]
+    assert distilled["params"] <= 0.6 * teacher["params"]
+    arch = json.loads((out / "arch.json").read_text())
+    assert arch["costs"]["params"] == distilled["params"]
+    assert (out / "puzzle" / "report.md").is_file()
+    student, _ = load_model(out / "student")
+    assert student.config == load_model(out / "puzzle" / "student")[0].config
+    # exported (per-layer MLP widths allowed), or refused with the layers named
+    assert report["export"] == str(out / "hf") or "layers" in report["export"]
+
+
 def test_compress_config_needs_targets_or_a_budget():
     from jaxprune.pipeline import CompressConfig
 

@@ -87,3 +87,30 @@ def test_pod_distill_recipe_is_the_published_distillation_on_a_pod_mesh(hosts):
     data, fsdp = hosts * 8 // (4 * 2), 4  # -1 = the rest of hosts x 8 GPUs
     micro = pod.batch_size // pod.grad_accum
     assert micro % (data * fsdp) == 0 and pod.batch_size % (hosts * pod.grad_accum) == 0
+
+
+def test_the_puzzle_recipe_builds_and_its_budgets_are_reachable():
+    import gin
+
+    from jaxprune.puzzle.full import check_budget
+    from jaxprune.puzzle.library import build_library, shared_costs
+    from jaxprune.puzzle.mip import solve
+
+    recipe = RECIPES[0].parent / "puzzle_nemotron_h_8b.gin"
+    cfg = config_from_gin([str(recipe)], ['MODEL = "m"', 'DATA = "d"', 'OUT = "o"'], CompressConfig)
+    pz = cfg.puzzle
+    assert pz is not None and not cfg.targets and cfg.search is None and cfg.export_per_layer_mlp
+    arch = json.loads((recipe.parent / "arch" / gin.query_parameter("%ARCH")).read_text())
+    source = family_module(arch["model_type"]).config_from_hf(arch)
+    lim = check_budget(source, pz)  # neither admits the parent nor is below the embeddings
+    library = build_library(source, _flat_scores(source), pz.library())
+    shared = shared_costs(source, pz.library())
+    costs = {k: [np.array([getattr(v, k) for v in row], float) for row in library]
+             for k in ("params", "memory")}  # fmt: skip
+    # prefer keeping parameters: the best choice under the budgets is close to them
+    scores = [-c for c in costs["params"]]
+    (best,) = solve(scores, costs, {k: v - shared[k] for k, v in lim.items()}, gap=pz.mip_gap,
+                    time_limit=60)  # fmt: skip
+    assert best.costs["params"] + shared["params"] <= lim["params"]
+    assert best.costs["params"] + shared["params"] >= 0.97 * lim["params"]
+    assert best.costs["memory"] + shared["memory"] <= lim["memory"]

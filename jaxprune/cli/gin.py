@@ -1,6 +1,6 @@
 """gin: the only module that imports it. Binds the library's config dataclasses
 (``TrainConfig``, ``LossConfig``, ``OptimConfig``, ``CompressConfig``, ``ScoreConfig``,
-``SearchConfig``) as configurables named ``<Name>`` / ``jaxprune.<Name>``."""
+``SearchConfig``, ``PuzzleConfig``) as configurables named ``<Name>`` / ``jaxprune.<Name>``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ _REGISTERED = False
 def _configurables() -> tuple[type, ...]:
     from jaxprune.pipeline import CompressConfig
     from jaxprune.pruning.scoring import ScoreConfig
+    from jaxprune.puzzle.full import PuzzleConfig
     from jaxprune.search.run import SearchConfig
     from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
 
-    return (TrainConfig, LossConfig, OptimConfig, CompressConfig, ScoreConfig, SearchConfig)
+    return (TrainConfig, LossConfig, OptimConfig, CompressConfig, ScoreConfig, SearchConfig,
+            PuzzleConfig)  # fmt: skip
 
 
 def _register() -> None:

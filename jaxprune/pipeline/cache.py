@@ -11,34 +11,16 @@ changed. An unfinished record with the same key marks a run to resume (distillat
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
 
 from jaxprune.atomic import atomic_write_text
+from jaxprune.digest import digest
 
 MANIFEST = "stages.json"
-
-
-def digest(value: Any) -> str:
-    """A short stable hash of a JSON-able value (dataclasses and paths included)."""
-    text = json.dumps(_plain(value), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def files_digest(files: list[Path]) -> list:

@@ -29,6 +29,7 @@ from jaxprune.counts import count_params
 from jaxprune.errors import UserError
 from jaxprune.pipeline.cache import StageCache, data_fingerprint, model_fingerprint
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
+from jaxprune.puzzle.full import PuzzleConfig
 from jaxprune.search.run import SearchConfig, search_with
 from jaxprune.train import TrainConfig
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 OUTPUTS = {
     "teacher correction": ("teacher", "teacher_run"),
     "importance": ("scores.npz",),
-    "architecture": ("arch.json", "search"),
+    "architecture": ("arch.json", "search", "puzzle"),
     "prune": ("pruned",),
     "distillation": ("student",),
     "evaluation": ("eval.json",),
@@ -49,8 +50,9 @@ OUTPUTS = {
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """One compression run. ``targets`` (HF config names) or ``search`` (a budgeted
-    architecture search) decide the student architecture; ``calibration`` says how
+    """One compression run. ``targets`` (HF config names), ``search`` (a budgeted uniform
+    architecture search) or ``puzzle`` (full-mode Puzzle: one variant per block chosen by a
+    MIP, a heterogeneous student) decide the student architecture; ``calibration`` says how
     importance is estimated (aggregation, depth ranking, samples) and which ablation
     switches prune (``ranking`` / ``seed``, ``mamba_grouping``), exactly as the
     ``importance`` / ``prune`` flags do."""
@@ -61,6 +63,7 @@ class CompressConfig:
     eval_data: str | None = None
     targets: dict = field(default_factory=dict)
     search: SearchConfig | None = None
+    puzzle: PuzzleConfig | None = None
     calibration: ScoreConfig = field(default_factory=ScoreConfig)
     eval_rows: int = 256
     text_suffixes: tuple[str, ...] = (".txt",)
@@ -68,10 +71,14 @@ class CompressConfig:
     distill: TrainConfig = field(default_factory=TrainConfig)
     export_dtype: str = "bf16"
     export_model_type: str | None = None
+    export_per_layer_mlp: bool = False
 
     def __post_init__(self):
-        if bool(self.targets) == (self.search is not None):
-            raise UserError("compress: give exactly one of targets or search (a budget)")
+        given = [bool(self.targets), self.search is not None, self.puzzle is not None]
+        if sum(given) != 1:
+            raise UserError(
+                "compress: give exactly one of targets, search (a budget) or puzzle (a budget)"
+            )
         if self.eval_rows < 1:
             raise UserError(f"compress: eval_rows must be >= 1, got {self.eval_rows}")
 
@@ -103,6 +110,10 @@ def _prepare(cfg: CompressConfig) -> _Inputs:
         check_targets(src.config, dict(cfg.targets))
     if cfg.search is not None:
         check_budget(src.config, cfg.search)
+    if cfg.puzzle is not None:
+        from jaxprune.puzzle.full import check_budget as check_puzzle_budget
+
+        check_puzzle_budget(src.config, cfg.puzzle)
     tok, vocab = src.tokenizer, src.config.vocab_size
     with labelled(f"compress: data {cfg.data!r}"):
         corpus = load_corpus(
@@ -162,10 +173,14 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     depth = scores.depth(calib.depth_method)
 
     arch_inputs = {"importance": key, "targets": cfg.targets, "search": cfg.search}
-    if cfg.search is not None:
+    if cfg.puzzle is not None:
+        arch_inputs["puzzle"] = cfg.puzzle
+    if cfg.search is not None or cfg.puzzle is not None:
         arch_inputs["eval data"] = inp.eval_fp
         arch_inputs["eval settings"] = [cfg.eval_rows, cfg.distill.seq_len, calib.batch_size]
-    label = "architecture search" if cfg.search is not None else "architecture (targets)"
+    label = "architecture (targets)"
+    if cfg.search is not None or cfg.puzzle is not None:
+        label = "architecture search" if cfg.search is not None else "architecture (puzzle)"
     key, action = cache.enter("architecture", label, arch_inputs)
     if action == "run":
         targets = dict(cfg.targets)
@@ -177,14 +192,22 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
             with atomic_output_dir(out / "search") as tmp:
                 result.write(tmp, data=_eval_data(cfg, inp.eval_rows[: cfg.search.eval_samples]))
             targets = result.best.targets
-        atomic_write_text(out / "arch.json", json.dumps({"targets": targets}, indent=2))
+        arch = {"targets": targets}
+        if cfg.puzzle is not None:
+            arch = _puzzle_stage(cfg, inp, teacher, scores.scores, log=cache.log)
+        atomic_write_text(out / "arch.json", json.dumps(arch, indent=2))
         cache.finish("architecture")
-    targets = json.loads((out / "arch.json").read_text())["targets"]
+    arch = json.loads((out / "arch.json").read_text())
+    targets = arch["targets"]
 
     pruned_dir = out / "pruned"
-    key, action = cache.enter("prune", f"prune to {targets}", {"architecture": key})
+    what = f"prune to {targets}" if "puzzle" not in arch else "the puzzle's student"
+    key, action = cache.enter("prune", what, {"architecture": key})
     if action == "run":
-        small = prune(teacher, scores.scores, targets, depth, calib.mamba_grouping)
+        if "puzzle" in arch:  # sliced (and BLD-trained) by the architecture stage
+            small = load_native(out / "puzzle" / "student")[0]
+        else:
+            small = prune(teacher, scores.scores, targets, depth, calib.mamba_grouping)
         save_native(
             pruned_dir, small, family=src.family, hf_config=src.hf_config, aux_dir=src.source
         )
@@ -217,14 +240,19 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
         atomic_write_text(out / "eval.json", json.dumps({"rows": table}, indent=2))
         cache.finish("evaluation")
     summary = {"targets": targets, **json.loads((out / "eval.json").read_text())}
+    if "puzzle" in arch:
+        summary["puzzle"] = arch["puzzle"]
     summary["eval"] = _eval_data(cfg, inp.eval_rows)
 
     exp = {"dtype": cfg.export_dtype, "model_type": cfg.export_model_type}
+    if cfg.export_per_layer_mlp:
+        exp["per_layer_mlp"] = True
     _, action = cache.enter("export", "export", {"distillation": key, "export": exp})
     if action == "run":
         hf_dir = out / "hf"
         try:
-            export(student_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type)
+            export(student_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type,
+                   per_layer_mlp=cfg.export_per_layer_mlp)  # fmt: skip
             result = str(hf_dir)
         except UserError as e:  # e.g. per-layer widths: the native student stays the output
             result = f"skipped: {e}"
@@ -233,6 +261,30 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     _write_report(out, summary)
     return summary
+
+
+def _puzzle_stage(cfg: CompressConfig, inp: _Inputs, teacher, scores: dict, log) -> dict:
+    """Full-mode Puzzle on the calibration rows (ranked on the eval rows): writes
+    ``OUT/puzzle`` (its report and the chosen student); returns ``arch.json``."""
+    from jaxprune.puzzle.full import choices, run_puzzle
+    from jaxprune.puzzle.full_report import write_full_report
+
+    out, pz, src = Path(cfg.out), cfg.puzzle, inp.src
+    result = run_puzzle(teacher, scores, inp.calib_rows, inp.eval_rows, pz,
+                        cache_dir=out / "puzzle_cache", batch_size=cfg.calibration.batch_size,
+                        log=log)  # fmt: skip
+    picked = choices(teacher.config, result)
+    data = {"data": cfg.data, "rows": min(pz.score_samples, len(inp.calib_rows)),
+            "eval_rows": min(pz.eval_samples, len(inp.eval_rows)),
+            "seq_len": int(inp.calib_rows.shape[1])}  # fmt: skip
+    with atomic_output_dir(out / "puzzle") as tmp:
+        write_full_report(tmp, result, picked, parent_params=count_params(teacher.config)["total"],
+                          budget=pz.budget_text(), data=data, distilled=bool(pz.distill_steps),
+                          bld_steps=pz.bld_steps)  # fmt: skip
+        save_native(tmp / "student", result.student, family=src.family,
+                    hf_config=src.hf_config, aux_dir=src.source)  # fmt: skip
+    variants = {str(b["block"]): b["variant"] for b in picked["blocks"]}
+    return {"targets": {}, "puzzle": variants, "costs": picked["costs"]}
 
 
 def _teacher_stage(cfg: CompressConfig, inp: _Inputs, cache: StageCache):

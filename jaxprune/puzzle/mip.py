@@ -55,11 +55,15 @@ def solve(
     min_kept: int = 0,
     removal: Sequence[np.ndarray] | None = None,
     time_limit: float | None = None,
+    gap: float = 0.0,
 ) -> list[Solution]:
     """The ``top_k`` best distinct choices under ``limits``, best first.
 
     ``min_kept``: at least this many blocks pick a variant not flagged in ``removal``.
-    ``time_limit`` (seconds) covers all the solves together. Fewer than ``top_k`` come back
+    ``gap``: the relative optimality gap at which HiGHS stops each solve (0 proves
+    optimality, which knapsack-like instances with many near-equal costs can take long to
+    do). ``time_limit`` (seconds) covers all the solves together; at the limit the best
+    choice found so far is returned. Fewer than ``top_k`` come back
     when fewer choices are feasible; none feasible raises :class:`UserError`.
     """
     if len(scores) == 0:
@@ -77,6 +81,8 @@ def solve(
         if not np.isfinite(limit) or limit < 0:
             raise UserError(f"puzzle: the limit on {name} must be finite and >= 0, got {limit}")
     n = len(sizes)
+    if not 0 <= gap < 1:
+        raise UserError(f"puzzle: the MIP gap must be in [0, 1), got {gap}")
     if top_k < 1:
         raise UserError(f"puzzle: top_k must be >= 1, got {top_k}")
     if not 0 <= min_kept <= n:
@@ -105,7 +111,7 @@ def solve(
 
     found: list[Solution] = []
     while len(found) < top_k:
-        opts: dict[str, float] = {"mip_rel_gap": 0.0}
+        opts: dict[str, float] = {"mip_rel_gap": float(gap)}
         if deadline is not None:
             opts["time_limit"] = max(deadline - time.monotonic(), 1e-3)
         matrix = sparse.vstack(rows, format="csr")

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from jaxprune.atomic import atomic_write_text
+from jaxprune.digest import array_digest
+
+__all__ = ["RunCache", "array_digest", "digest"]
 
 
 def digest(inputs: dict) -> str:
@@ -66,13 +67,3 @@ class RunCache:
         self.computed.append(f"{kind}/{d.name}")
         self._log("recomputed" if old is not None else "computed", kind, d)
         return result
-
-
-def array_digest(arrays) -> str:
-    """A 16-hex digest of the bytes of a sequence of arrays (weights, token ids)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]

@@ -104,6 +104,8 @@ def test_puzzle_cli_writes_student_choices_and_report(tmp_path, capsys):
     base = [
         "puzzle",
         str(tmp_path / "parent"),
+        "--mode",
+        "mini",
         "--data",
         str(tmp_path / "data.npy"),
         "--samples",
