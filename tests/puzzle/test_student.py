@@ -4,6 +4,8 @@ refusal naming the layers a format cannot express."""
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,11 +42,18 @@ def _student(parent, picks: dict[int, str]):
     return materialize(model, assemble(CFG, scores, chosen))
 
 
+def _kl(p_model, q_model, tokens) -> float:
+    p = jax.nn.log_softmax(p_model(tokens), -1)
+    q = jax.nn.log_softmax(q_model(tokens), -1)
+    return float(jnp.mean(jnp.sum(jnp.exp(p) * (p - q), -1)))
+
+
 def _distill(student, teacher, out, steps, resume=False):
     cfg = TrainConfig(
         steps=steps, batch_size=4, seq_len=16, save_every=2, keep=2, mesh=(2, 1, 1),
         loss=LossConfig(kl="forward"), compute_dtype="float32", teacher_dtype="float32",
-        optim=OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), progress=False,
+        optim=OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant", weight_decay=0.0),
+        progress=False,
         async_save=False,
     )  # fmt: skip
     corpus = Corpus([TOKENS], np.array([0, 1500]))
@@ -54,15 +63,15 @@ def _distill(student, teacher, out, steps, resume=False):
 
 def test_a_heterogeneous_student_distills_and_resumes_bitwise(parent, tmp_path):
     teacher = parent[0]
-    student = _student(parent, {0: "heads2", 1: "ffn24", 3: "ffn40"})
+    student = _student(parent, {0: "heads2", 1: "ffn24", 3: "ffn32"})
     layers = student.config.layers
     assert layers[0].num_heads == 2 and layers[4].num_heads == 4
-    assert [layers[1].intermediate, layers[3].intermediate] == [24, 40]
+    assert [layers[1].intermediate, layers[3].intermediate] == [24, 32]
     straight = _distill(student, teacher, tmp_path / "straight", 6)
     assert straight.status == "done" and straight.step == 6
-    rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().split()]
-    kl = [r["kl"] for r in rows if r.get("kind") == "train"]
-    assert kl[-1] < kl[0]  # it learns from the teacher
+    held = jnp.asarray(TOKENS[-64:].reshape(4, 16))
+    distilled = load_model(tmp_path / "straight")[0]
+    assert _kl(teacher, distilled, held) < _kl(teacher, student, held)  # it learned
     out = tmp_path / "run"
     assert _distill(student, teacher, out, 4).step == 4
     assert _distill(student, teacher, out, 6, resume=True).step == 6
@@ -75,12 +84,12 @@ def test_a_heterogeneous_student_distills_and_resumes_bitwise(parent, tmp_path):
 
 
 def test_heterogeneous_exports_and_refusals_name_the_layers(parent, tmp_path):
-    mlp_only = _student(parent, {1: "ffn24", 3: "ffn40"})
+    mlp_only = _student(parent, {1: "ffn24", 3: "ffn32"})
     with pytest.raises(UserError, match=r"layers 3 \(mlp, differs from layer 1\)"):
         export(mlp_only, tmp_path / "strict", model_type="nemotron_h")
     export(mlp_only, tmp_path / "vllm", model_type="nemotron_h", per_layer_mlp=True)
     hf = json.loads((tmp_path / "vllm" / "config.json").read_text())
-    assert hf["intermediate_size"] == [24, 40]
+    assert hf["intermediate_size"] == [24, 32]
     assert count_params(mlp_only.config)["total"] < count_params(CFG)["total"]
     both = _student(parent, {0: "heads2", 1: "ffn24"})
     with pytest.raises(UserError, match=r"layers 4 \(mamba2, differs from layer 0\)") as e:
