@@ -54,6 +54,7 @@ def cmd_puzzle(args: argparse.Namespace) -> int:
 
 def _full(args: argparse.Namespace) -> int:
     from jaxprune.cli.prune import _rows, _scores, save_like
+    from jaxprune.counts import count_params
     from jaxprune.errors import UserError
     from jaxprune.models import resolve_model
     from jaxprune.puzzle.full import check_budget, choices, run_puzzle
@@ -90,8 +91,8 @@ def _full(args: argparse.Namespace) -> int:
     try:
         save_like(loaded, staging / "student", result.student)
         write_full_report(
-            staging, result, picked, parent_params=int(sum(
-                x.size for x in _leaves(model))), budget=cfg.budget_text(), data=data,
+            staging, result, picked, parent_params=count_params(model.config)["total"],
+            budget=cfg.budget_text(), data=data,
             distilled=bool(cfg.distill_steps), bld_steps=cfg.bld_steps,
         )  # fmt: skip
         from jaxprune.atomic import publish_into
@@ -103,13 +104,6 @@ def _full(args: argparse.Namespace) -> int:
     print((out / "report.md").read_text())
     print(f"chosen model: {out / 'student'}")
     return 0
-
-
-def _leaves(model):
-    import jax
-    from flax import nnx
-
-    return jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
 def _mini(args: argparse.Namespace) -> int:

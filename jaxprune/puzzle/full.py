@@ -12,7 +12,7 @@ they depend on, so a rerun with a new budget or top-k re-solves in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -336,7 +336,3 @@ def choices(parent_cfg, result: PuzzleResult) -> dict:
         })  # fmt: skip
     return {"mode": "full", "costs": result.best["costs"], "shared": result.shared,
             "blocks": blocks}  # fmt: skip
-
-
-def config_record(cfg: PuzzleConfig) -> dict:
-    return asdict(cfg)
