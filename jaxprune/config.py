@@ -53,6 +53,26 @@ class RopeConfig:
 
 
 @dataclass(frozen=True)
+class DMCConfig:
+    """Dynamic Memory Compression of an attention block's KV cache (arXiv 2403.09636).
+
+    Per KV head and token the block reads an append-or-merge decision from the last
+    dimension of the key, ``alpha = k[D-1] - init_val > 0``, and an importance weight from
+    the last dimension of the queries of its group, ``omega = sigmoid(mean q[D-1] +
+    init_val)``; that dimension is then zeroed in q and k before RoPE (RoPE then rotates its
+    partner into it, exactly as for q/k weights zeroed there), so the checkpoint keeps its
+    shapes (``jaxprune.dmc.retrofit`` zeroes its q/k weights, giving
+    alpha ~ sigmoid(-c) and omega ~ sigmoid(c) at the start of a retrofit). A merge makes
+    the last cache slot the omega-weighted mean of the keys / values merged into it.
+    """
+
+    init_val: float = 5.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "init_val", float(self.init_val))
+
+
+@dataclass(frozen=True)
 class AttentionConfig:
     """Causal multi-head / grouped-query attention; query head h reads KV head h // (Hq/Hkv).
 
@@ -62,6 +82,8 @@ class AttentionConfig:
     ``attn_impl`` chooses how it is computed (one of :data:`ATTN_IMPLS`, see
     `jaxprune.ops.attention.select_impl`): "auto" takes cuDNN on a GPU where it applies, the
     blockwise kernel for long contexts, else the reference.
+
+    ``dmc``: a :class:`DMCConfig` makes the block compress its KV cache (None: plain).
     """
 
     num_heads: int
@@ -74,6 +96,7 @@ class AttentionConfig:
     norm_eps: float = 1e-6
     sliding_window: int | None = None
     attn_impl: Literal["auto", "reference", "blockwise", "cudnn"] = "auto"
+    dmc: DMCConfig | None = None
 
     kind = "attention"
     char = "*"
@@ -90,6 +113,11 @@ class AttentionConfig:
             rd = self.rope.rotary_dim or self.head_dim
             if rd % 2 or rd > self.head_dim:
                 raise UserError(f"attention: rotary_dim={rd} must be even and <= head_dim")
+        if self.dmc is not None:
+            if self.sliding_window is not None:
+                raise UserError("attention: DMC does not combine with a sliding window")
+            if self.head_dim < 2:
+                raise UserError("attention: DMC needs head_dim >= 2 (it repurposes one dim)")
 
 
 @dataclass(frozen=True)
@@ -303,6 +331,8 @@ class ModelConfig:
                 raise UserError(f"model config: layer {i} has unknown kind {kind!r}")
             if kind == "attention" and raw.get("rope") is not None:
                 raw["rope"] = RopeConfig(**raw["rope"])
+            if kind == "attention" and raw.get("dmc") is not None:
+                raw["dmc"] = DMCConfig(**raw["dmc"])
             for key in ("dt_limit", "decode_dt_limit"):
                 if kind == "mamba2" and raw.get(key) is not None:
                     raw[key] = tuple(raw[key])

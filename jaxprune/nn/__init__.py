@@ -1,7 +1,7 @@
 """Flax NNX modules: thin parameter containers around the pure functions in ``jaxprune.ops``."""
 
 from jaxprune.nn.attention import Attention
-from jaxprune.nn.cache import Cache, KVCache, MambaCache
+from jaxprune.nn.cache import Cache, DMCCache, KVCache, MambaCache
 from jaxprune.nn.mamba2 import Mamba2
 from jaxprune.nn.mlp import MLP
 from jaxprune.nn.model import Block, HybridLM
@@ -12,6 +12,7 @@ __all__ = [
     "Block",
     "Cache",
     "HybridLM",
+    "DMCCache",
     "KVCache",
     "MLP",
     "Mamba2",

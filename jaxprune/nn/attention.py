@@ -7,7 +7,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.config import AttentionConfig
-from jaxprune.nn.cache import KVCache
+from jaxprune.nn.cache import DMCCache, KVCache
+from jaxprune.nn.dmc import Relaxation, dmc_forward, init_dmc_cache
 from jaxprune.nn.init import normal, ones, param, zeros
 from jaxprune.nn.taps import HeadOutputs, Tap
 from jaxprune.ops.attention import BLOCKWISE_MIN_TK, dot_product_attention
@@ -72,15 +73,18 @@ class Attention(nnx.Module):
         cache: KVCache | None = None,
         pos: jax.Array | None = None,
         offset: jax.Array | None = None,
+        relax: Relaxation | None = None,
         tap: Tap | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+    ) -> tuple[jax.Array, KVCache | DMCCache | None]:
         """x (b, T, d); positions (b, T) int; ``seq_idx`` (b, T) int document ids (no query
         attends to another document). With ``cache`` the T new keys are written at
         ``pos`` and the queries attend to every cached key at or before their position;
         ``offset`` (b,) int marks the first ``offset[i]`` slots of row i as left padding,
         never attended (``positions`` are then the real positions, slot - offset).
         Returns (b, T, d) and the updated cache. ``tap`` sees :class:`HeadOutputs`, the
-        o_proj input (b, T, Hq, head_dim)."""
+        o_proj input (b, T, Hq, head_dim). A DMC block (``cfg.dmc``) runs
+        :func:`jaxprune.nn.dmc.dmc_forward` (``relax``: training-time relaxed decisions) with
+        a :class:`DMCCache`."""
         cfg, dt = self.cfg, self.dtype
         x = x.astype(dt)
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
@@ -95,9 +99,21 @@ class Attention(nnx.Module):
         if cfg.qk_norm:
             q = rms_norm(q, self.q_norm[...], cfg.norm_eps)
             k = rms_norm(k, self.k_norm[...], cfg.norm_eps)
-        if self.inv_freq is not None:
-            inv = jnp.asarray(self.inv_freq, jnp.float32)
-            q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
+        if cfg.dmc is not None:
+            out, cache = dmc_forward(
+                cfg.dmc,
+                q,
+                k,
+                v,
+                self._rope,
+                positions=positions,
+                seq_idx=seq_idx,
+                cache=cache,
+                relax=relax,
+                tap=tap,
+            )
+            return self._out(out, tap), cache
+        q, k = self._rope(q, positions), self._rope(k, positions)
         w, impl = cfg.sliding_window, cfg.attn_impl
         if cache is None:
             out = dot_product_attention(
@@ -124,13 +140,26 @@ class Attention(nnx.Module):
             out = dot_product_attention(
                 q, kc, vc, q_pos=positions, k_pos=k_pos, window=w, impl=_cache_impl(impl, s)
             )
+        return self._out(out, tap), cache
+
+    def _rope(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        if self.inv_freq is None:
+            return x
+        return apply_rope(x, positions, jnp.asarray(self.inv_freq, jnp.float32))
+
+    def _out(self, out: jax.Array, tap: Tap | None) -> jax.Array:
+        """o_proj of the heads' outputs (b, T, Hq, D) -> (b, T, d)."""
         if tap is not None:
             tap(HeadOutputs(out))
-        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
-        if cfg.out_bias:
-            y = y + self.o_bias[...].astype(dt)
-        return y, cache
+        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(self.dtype))
+        if self.cfg.out_bias:
+            y = y + self.o_bias[...].astype(self.dtype)
+        return y
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> KVCache:
-        shape = (batch, max_len, self.cfg.num_kv_heads, self.cfg.head_dim)
+    def init_cache(self, batch: int, max_len: int, dtype) -> KVCache | DMCCache:
+        """An empty cache for ``max_len`` tokens (a DMC block: ``max_len`` slots per head)."""
+        c = self.cfg
+        if c.dmc is not None:
+            return init_dmc_cache(batch, max_len, c.num_kv_heads, c.head_dim, dtype)
+        shape = (batch, max_len, c.num_kv_heads, c.head_dim)
         return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))

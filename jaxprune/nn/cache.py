@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 
 
 @jax.tree_util.register_dataclass
@@ -14,6 +15,28 @@ class KVCache:
 
     k: jax.Array
     v: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DMCCache:
+    """A DMC block's compressed cache: every (row, KV head) has its own length.
+
+    k, v: (b, S, kv_heads, head_dim), slot j < ``length`` valid (keys with RoPE applied at
+    the newest position merged into them); length: (b, kv_heads) int32 slots used; sums:
+    (b, kv_heads, 2 head_dim + 1) fp32, the open (last) slot's unnormalised pre-RoPE key
+    sum, value sum and weight z, which a merge adds to."""
+
+    k: jax.Array
+    v: jax.Array
+    length: jax.Array
+    sums: jax.Array
+
+    def used_bytes(self) -> int:
+        """Bytes the valid slots hold, summed over rows and heads (what a paged cache would
+        allocate; host-side, not traceable)."""
+        per_slot = 2 * self.k.shape[-1] * self.k.dtype.itemsize
+        return int(np.asarray(self.length, np.int64).sum()) * per_slot
 
 
 @jax.tree_util.register_dataclass
@@ -35,15 +58,16 @@ class Cache:
     ``offset`` are padding that no later token sees. None means no padding.
     """
 
-    layers: tuple[KVCache | MambaCache | None, ...]
+    layers: tuple[KVCache | DMCCache | MambaCache | None, ...]
     pos: jax.Array
     offset: jax.Array | None = None
 
     def nbytes(self) -> dict[str, int]:
-        """Bytes held per cache kind: ``{"kv": ..., "ssm": ..., "conv": ...}``."""
+        """Bytes held per cache kind: ``{"kv": ..., "ssm": ..., "conv": ...}`` (a DMC cache
+        counts its allocated buffers under "kv"; see :meth:`DMCCache.used_bytes`)."""
         out = {"kv": 0, "ssm": 0, "conv": 0}
         for c in self.layers:
-            if isinstance(c, KVCache):
+            if isinstance(c, KVCache | DMCCache):
                 out["kv"] += c.k.nbytes + c.v.nbytes
             elif isinstance(c, MambaCache):
                 out["ssm"] += c.ssm.nbytes

@@ -17,7 +17,8 @@ from jaxprune.config import (
     MoEConfig,
 )
 from jaxprune.nn.attention import Attention
-from jaxprune.nn.cache import Cache, KVCache, MambaCache
+from jaxprune.nn.cache import Cache, DMCCache, KVCache, MambaCache
+from jaxprune.nn.dmc import Relaxation
 from jaxprune.nn.init import normal, param
 from jaxprune.nn.mamba2 import Mamba2
 from jaxprune.nn.mlp import MLP
@@ -64,8 +65,9 @@ class Block(nnx.Module):
         valid: jax.Array | None = None,
         hidden_mask: jax.Array | None = None,
         mask: dict | None = None,
+        relax: Relaxation | None = None,
         tap: Tap | None = None,
-    ) -> tuple[jax.Array, KVCache | MambaCache | None]:
+    ) -> tuple[jax.Array, KVCache | DMCCache | MambaCache | None]:
         """h (b, T, d) -> (b, T, d) and the mixer's updated cache.
 
         ``positions``, ``seq_idx`` (b, T) int; ``cache`` / ``pos`` / ``offset`` / ``valid``:
@@ -87,6 +89,7 @@ class Block(nnx.Module):
             offset=offset,
             valid=valid,
             mask=None if mask is None else mask.get("mixer"),
+            relax=relax,
             tap=tap,
         )
         y = y.astype(h.dtype)
@@ -109,14 +112,22 @@ def _mix(
     offset: jax.Array | None,
     valid: jax.Array | None,
     mask: jax.Array | None,
+    relax: Relaxation | None,
     tap: Tap | None,
-) -> tuple[jax.Array, KVCache | MambaCache | None]:
+) -> tuple[jax.Array, KVCache | DMCCache | MambaCache | None]:
     """Call mixer ``m`` on x (b, T, d) with just the keyword arguments it takes."""
     if mask is not None and not isinstance(m, Mamba2 | MoE):
         raise TypeError(f"{type(m).__name__} takes no activation mask")
     if isinstance(m, Attention):
         return m(
-            x, positions=positions, seq_idx=seq_idx, cache=cache, pos=pos, offset=offset, tap=tap
+            x,
+            positions=positions,
+            seq_idx=seq_idx,
+            cache=cache,
+            pos=pos,
+            offset=offset,
+            relax=relax,
+            tap=tap,
         )
     if isinstance(m, Mamba2):
         return m(x, cache=cache, seq_idx=seq_idx, mask=mask, valid=valid, tap=tap)
@@ -180,12 +191,14 @@ class HybridLM(nnx.Module):
         tap: Tap | None = None,
         outputs: Collection[int] = (),
         remat: bool = False,
+        relax: Relaxation | None = None,
     ) -> tuple[jax.Array, dict[int, jax.Array]]:
         """Embeddings and blocks (arguments as :meth:`__call__`): -> the last block's output
         (b, T, d), before the final norm, and {i: output of block i (b, T, d)} for the
         (non-negative) block indices in ``outputs``. ``remat``: every block under
         ``jax.checkpoint``, so a backward pass keeps only the blocks' inputs and recomputes
-        the rest (not with ``tap``)."""
+        the rest (not with ``tap``). ``relax``: DMC blocks take relaxed (training)
+        decisions (``jaxprune.nn.dmc``); the default is hard ones."""
         if positions is None:
             positions = _arange_positions(tokens, 0)
         h, _, kept = self._blocks(
@@ -196,6 +209,7 @@ class HybridLM(nnx.Module):
             tap=tap,
             outputs=outputs,
             remat=remat and tap is None,
+            relax=relax,
         )
         return h, kept
 
@@ -237,6 +251,7 @@ class HybridLM(nnx.Module):
         tap: Tap | None = None,
         outputs: Collection[int] = (),
         remat: bool = False,
+        relax: Relaxation | None = None,
     ) -> tuple[jax.Array, tuple, dict[int, jax.Array]]:
         """The block loop: h (b, T, d) -> (output, updated caches, {i: block i's output}).
         ``remat`` (training only: no caches, no tap): each block under ``nnx.remat``."""
@@ -248,8 +263,9 @@ class HybridLM(nnx.Module):
         new, kept = [], {}
         for i, (block, c) in enumerate(zip(self.blocks, caches, strict=True)):
             mask = None if block_masks is None else block_masks[i]
+            r = None if relax is None else relax.at(i)
             if remat:
-                h, c = nnx.remat(_train_block)(block, h, positions, seq_idx, hidden_mask, mask)
+                h, c = nnx.remat(_train_block)(block, h, positions, seq_idx, hidden_mask, mask, r)
             else:
                 h, c = block(
                     h,
@@ -261,6 +277,7 @@ class HybridLM(nnx.Module):
                     valid=valid,
                     hidden_mask=hidden_mask,
                     mask=mask,
+                    relax=r,
                     tap=at_block(tap, i),
                 )
             new.append(c)
@@ -305,9 +322,11 @@ class HybridLM(nnx.Module):
         return Cache(tuple(layers), jnp.zeros((), jnp.int32), offset)
 
 
-def _train_block(block: Block, h, positions, seq_idx, hidden_mask, mask):
+def _train_block(block: Block, h, positions, seq_idx, hidden_mask, mask, relax):
     """A block's training forward as a function of its arguments (for ``nnx.remat``)."""
-    return block(h, positions=positions, seq_idx=seq_idx, hidden_mask=hidden_mask, mask=mask)
+    return block(
+        h, positions=positions, seq_idx=seq_idx, hidden_mask=hidden_mask, mask=mask, relax=relax
+    )
 
 
 def _arange_positions(tokens: jax.Array, start) -> jax.Array:

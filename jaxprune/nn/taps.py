@@ -80,6 +80,16 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class DMCDecisions:
+    """A DMC block's merge decisions alpha (b, T, Hkv) fp32 (relaxed in training, 0/1
+    otherwise) and ``real`` (b, T) bool (False: left padding)."""
+
+    alpha: jax.Array
+    real: jax.Array
+    block: int = -1
+
+
+@dataclass(frozen=True)
 class BlockIO:
     """The residual stream before (``h_in``) and after (``h_out``) the block, (b, T, d)."""
 
@@ -103,6 +113,7 @@ Record = (
     | ExpertOutputs
     | ExpertHidden
     | Routing
+    | DMCDecisions
     | BlockIO
     | FinalHidden
 )
@@ -126,6 +137,7 @@ def as_shared(tap: Tap | None) -> Tap | None:
 __all__ = [
     "BlockIO",
     "BlockInput",
+    "DMCDecisions",
     "ExpertHidden",
     "ExpertOutputs",
     "FinalHidden",
