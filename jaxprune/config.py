@@ -305,7 +305,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``inf`` stays a float: write it with ``allow_nan``)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "layers"}
-        d["layers"] = [{"kind": layer.kind, **dataclasses.asdict(layer)} for layer in self.layers]
+        d["layers"] = [_layer_dict(layer) for layer in self.layers]
         return d
 
     def architecture_dict(self) -> dict[str, Any]:
@@ -338,6 +338,16 @@ class ModelConfig:
                     raw[key] = tuple(raw[key])
             layers.append(_BY_KIND[kind](**raw))
         return cls(layers=tuple(layers), **d)
+
+
+# optional fields added after configs (and the study's cache keys) were first written:
+# left out of ``to_dict`` while unset, so a plain model's dict and digest stay the same
+_OMIT_WHEN_NONE = frozenset({"dmc"})
+
+
+def _layer_dict(layer: Any) -> dict[str, Any]:
+    d = {"kind": layer.kind, **dataclasses.asdict(layer)}
+    return {k: v for k, v in d.items() if not (k in _OMIT_WHEN_NONE and v is None)}
 
 
 def _positive(cfg: Any, *names: str) -> None:

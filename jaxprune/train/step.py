@@ -28,7 +28,7 @@ from jaxprune.nn.model import HybridLM
 from jaxprune.train.config import LossConfig, TrainConfig
 from jaxprune.train.fused_loss import LMHead, fused_logit_losses, supports
 from jaxprune.train.losses import chunked_logit_losses, combine_losses, intermediate_loss
-from jaxprune.train.view import StudentView, zeros_like_metrics
+from jaxprune.train.view import StudentView, View, zeros_like_metrics
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "seq_idx", "positions")
 StepFn = Callable[..., tuple[dict, dict]]
@@ -53,10 +53,12 @@ def hidden_states(
     keep: Sequence[int] = (),
     remat: bool = False,
     masks: dict | None = None,
+    view: View | None = None,
 ) -> tuple[jax.Array, dict[int, jax.Array]]:
     """``model.hidden_states`` of a packed batch: -> final hidden (b, T, d) (before the final
     norm) and {block index: its output (b, T, d)} for the (non-negative) indices in ``keep``;
-    ``remat``: blocks rematerialised in the backward; ``masks``: activation masks."""
+    ``remat``: blocks rematerialised in the backward; ``masks``: activation masks;
+    ``view``: its ``relax`` and ``tap`` go to the forward."""
     return model.hidden_states(
         batch["tokens"],
         positions=batch["positions"],
@@ -64,6 +66,8 @@ def hidden_states(
         masks=masks,
         outputs=keep,
         remat=remat,
+        relax=None if view is None else view.relax,
+        tap=None if view is None else view.tap,
     )
 
 
@@ -118,7 +122,11 @@ def micro_losses(
     if teacher_def is not None:
         t_model = nnx.merge(teacher_def, teacher_state)
         pairs = layer_pairs(loss, nblocks, len(t_model.blocks))
-    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs], remat, v.masks)
+    hs, kept_s = hidden_states(model, batch, [s for s, _ in pairs], remat, v.masks, v)
+    view_extra, view_metrics = v.extra, dict(v.metrics or {})
+    if v.after is not None:
+        more, more_metrics = v.after(batch)
+        view_extra, view_metrics = view_extra + more, {**view_metrics, **more_metrics}
     ht, kept_t = None, {}
     if t_model is not None:
         ht, kept_t = hidden_states(t_model, batch, [t for _, t in pairs])
@@ -139,9 +147,9 @@ def micro_losses(
         ]
         inter = sum(terms) / (len(terms) * count)
     kl, ce = sums["kl"] / count, sums["ce"] / count
-    total = combine_losses(kl, ce, inter, loss) + v.extra / n_micro
+    total = combine_losses(kl, ce, inter, loss) + view_extra / n_micro
     parts = {"kl": kl, "ce": ce, "inter": jnp.zeros(()) if inter is None else inter}
-    extra = {k: jnp.asarray(x, jnp.float32) / n_micro for k, x in (v.metrics or {}).items()}
+    extra = {k: jnp.asarray(x, jnp.float32) / n_micro for k, x in view_metrics.items()}
     return total, {**parts, **extra}
 
 

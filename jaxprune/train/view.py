@@ -10,24 +10,34 @@ router) live next to the model in the train state under ``params[name]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from jaxprune.nn.dmc import Relaxation
 from jaxprune.nn.model import HybridLM
+from jaxprune.nn.taps import Tap
 
 
 @dataclass(frozen=True)
 class View:
     """``model`` to run, its activation ``masks`` (``HybridLM.__call__``'s; None: none),
-    an ``extra`` scalar added to the loss, and extra scalar ``metrics``."""
+    an ``extra`` scalar added to the loss, and extra scalar ``metrics``.
+
+    ``relax`` and ``tap`` go to the student's forward (DMC's relaxed decisions and the tap
+    that records them); ``after(batch)``, called once that forward is traced, returns one
+    more (extra loss, metrics) pair (e.g. a loss on what ``tap`` recorded)."""
 
     model: HybridLM
     masks: dict | None = None
     extra: jax.Array | float = 0.0
     metrics: dict | None = None
+    relax: Relaxation | None = None
+    tap: Tap | None = None
+    after: Callable[[dict], tuple[jax.Array, dict]] | None = None
 
 
 class StudentView:
