@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 
 from jaxprune.atomic import atomic_write_text
+from jaxprune.config import ModelConfig
 from jaxprune.converters.native import load_native, save_native
 from jaxprune.counts import count_params
-from jaxprune.pruning.prune import prune
+from jaxprune.pruning.materialize import shrink_config
+from jaxprune.pruning.prune import plan, prune
 from jaxprune.puzzle.full import PuzzleConfig, choices, run_puzzle
+from jaxprune.puzzle.library import build_library, student_config
 from jaxprune.search.run import run_search
 from jaxprune.search.search import Budget
 from jaxprune.search.space import SearchSpace
@@ -65,6 +68,32 @@ def _puzzle_cfg(mini: PuzzleMiniConfig, keep: int, seq_len: int) -> PuzzleConfig
     )  # fmt: skip
 
 
+def arch_config(study, mini: PuzzleMiniConfig, kind: str, keep: int, record: dict) -> ModelConfig:
+    """The student architecture of a (cached) ``record``, rebuilt from the teacher's config
+    and calibration scores alone (no weights): Puzzle's chosen variants or the uniform
+    search's targets."""
+    cfg, scores = study.teacher_config, study.scores(0).scores
+    if kind == "puzzle":
+        lib = build_library(cfg, scores, _puzzle_cfg(mini, keep, study.cfg.seq_len).library())
+        chosen = [next(v for v in row if v.name == name)
+                  for row, name in zip(lib, record["variants"], strict=True)]  # fmt: skip
+        out = student_config(cfg, scores, chosen)
+    else:
+        out = shrink_config(cfg, plan(cfg, scores, record["targets"], "depth_block_influence"))
+    if count_params(out)["total"] != record["params"]:
+        raise RuntimeError(f"puzzle_mini: rebuilt {kind} architecture does not match its record")
+    return out
+
+
+def _tok_s(study, config: ModelConfig) -> float | None:
+    """Greedy decode tokens/s of the architecture (None where the size measures none)."""
+    return study.decode(config.to_dict()) if study.cfg.decode_new else None
+
+
+def _fmt_tps(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
 def run_puzzle_mini(
     cfg: StudyConfig,
     mini: PuzzleMiniConfig,
@@ -82,7 +111,7 @@ def run_puzzle_mini(
     rank_rows = study.split.calib_rows(cfg.seq_len, mini.rank_samples, _RANK_SEED)
     base = {"teacher": study.teacher_key, "data": study.data_key, "mini": dataclasses.asdict(mini)}
 
-    def arch(kind: str, keep: int) -> tuple[dict, Path]:
+    def arch(kind: str, keep: int, need_student: bool = False) -> tuple[dict, Path]:
         inputs = {**base, "keep": keep}
 
         def compute(d: Path) -> dict:
@@ -110,16 +139,18 @@ def run_puzzle_mini(
             record["zero_shot_loss"] = study.loss(student)
             return {**record, "wall_s": time.perf_counter() - t0}
 
-        r = study.cache.get(f"puzzle_{kind}", inputs, compute, need=("student",))
+        need = ("student",) if need_student else ()
+        r = study.cache.get(f"puzzle_{kind}", inputs, compute, need=need)
         return r, study.cache.dir(f"puzzle_{kind}", inputs) / "student"
 
-    def distilled(kind: str, keep: int, student_dir: Path) -> dict:
+    def distilled(kind: str, keep: int) -> dict:
         inputs = {**base, "keep": keep, "kind": kind, "steps": steps, "lr": cfg.lr}
 
         def compute(d: Path) -> dict:
             t0 = time.perf_counter()
             tc = small_train_config(steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                                     lr=cfg.lr, seed=0, distill=True)  # fmt: skip
+            student_dir = arch(kind, keep, need_student=True)[1]
             model = train_resumable(tc, load_native(student_dir)[0], study.split, d / "run",
                                     study.teacher)  # fmt: skip
             return {"loss": study.loss(model), "wall_s": time.perf_counter() - t0}
@@ -130,19 +161,22 @@ def run_puzzle_mini(
     for c in mini.compressions:
         keep = budget(study.teacher_config, c)
         for kind in ("puzzle", "uniform"):
-            a, student_dir = arch(kind, keep)
-            d = distilled(kind, keep, student_dir)
-            row = {"compression": c, "kind": kind, "budget": keep, **a}
+            a = arch(kind, keep)[0]
+            d = distilled(kind, keep)
+            tok_s = _tok_s(study, arch_config(study, mini, kind, keep, a))
+            row = {"compression": c, "kind": kind, "budget": keep, **a, "decode_tok_s": tok_s}
             rows_out.append({**row, "distilled_loss": d["loss"], "distill_wall_s": d["wall_s"]})
     res = {
         "command": command,
         "study_size": cfg.size,
         "mini": dataclasses.asdict(mini),
         "distill_tokens": steps * cfg.batch_size * cfg.seq_len,
+        "decode_new": cfg.decode_new,
         "teacher": {
             "params": full,
             "loss": study.teacher_loss(),
             "pattern": study.teacher_config.pattern,
+            "decode_tok_s": _tok_s(study, study.teacher_config),
             **tinfo,
         },  # fmt: skip
         "rows": rows_out,
@@ -188,16 +222,20 @@ def render(res: dict) -> str:
         f"`{res['command']}`, {res['date']}, {res['machine']['platform']}, "
         f"{res['machine']['cpus']} CPUs.",
         "",
-        f"Teacher: `{t['pattern']}`, {t['params']:,} parameters, held-out loss {t['loss']:.3f}. "
+        f"Teacher: `{t['pattern']}`, {t['params']:,} parameters, held-out loss {t['loss']:.3f}, "
+        f"{_fmt_tps(t['decode_tok_s'])} decode tokens/s. "
         f"Each student is distilled from it for {res['distill_tokens']:,} tokens (one seed). "
         "Puzzle: per-block variants, "
         f"{res['mini']['bld_steps']} BLD steps, MIP top {res['mini']['top_k']} ranked on "
         "held-apart calibration rows. Uniform: the Minitron search (one width per axis plus "
         "depth) at the same parameter budget, best zero-shot candidate. Neither prunes the "
-        "embedding width: a compression is the fraction of the blocks' parameters removed.",
+        "embedding width: a compression is the fraction of the blocks' parameters removed. "
+        f"Decode: greedy tokens/s, batch 1, {res['decode_new']} new tokens after a 16-token "
+        "prompt, on this machine's CPUs (the study's `decode` runs).",
         "",
-        "| compression | method | params | zero-shot loss | distilled loss | architecture |",
-        "|---:|---|---:|---:|---:|---|",
+        "| compression | method | params | zero-shot loss | distilled loss | decode tok/s "
+        "| architecture |",
+        "|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in res["rows"]:
         if r["kind"] == "puzzle":
@@ -206,7 +244,8 @@ def render(res: dict) -> str:
             what = ", ".join(f"{k}={v}" for k, v in r["targets"].items())
         lines.append(
             f"| {r['compression']:.0%} | {r['kind']} | {r['params']:,} | "
-            f"{r['zero_shot_loss']:.3f} | {r['distilled_loss']:.3f} | {what} |"
+            f"{r['zero_shot_loss']:.3f} | {r['distilled_loss']:.3f} | "
+            f"{_fmt_tps(r['decode_tok_s'])} | {what} |"
         )
     lines += ["", "![Puzzle's per-block choices](puzzle_arch.png)", ""]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from jaxprune.nn.model import init_model
 from jaxprune.pruning.materialize import shrink_config
 from jaxprune.pruning.prune import plan, prune
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_model, with_ranking
-from jaxprune.small_lm import decode_tps, small_optim, small_train_config, train_small
+from jaxprune.small_lm import DECODE_REPS, decode_tps, small_optim, small_train_config, train_small
 from jaxprune.study.cache import RunCache
 from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import Split
@@ -207,7 +207,7 @@ class Study:
 
     def decode(self, config: dict) -> float:
         """Greedy decode tokens/s of the architecture (random weights: speed only)."""
-        inputs = {"config": config, "new": self.cfg.decode_new}
+        inputs = {"config": config, "new": self.cfg.decode_new, "reps": DECODE_REPS}
 
         def compute(d: Path) -> dict:
             m = init_model(ModelConfig.from_dict(config), 0)

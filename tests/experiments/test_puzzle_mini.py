@@ -33,6 +33,7 @@ def test_puzzle_mini_end_to_end_and_cached(tmp_path, capsys):
     for r in res["rows"]:
         assert r["params"] <= r["budget"] < res["teacher"]["params"]
         assert r["zero_shot_loss"] > 0 and r["distilled_loss"] > 0
+        assert r["decode_tok_s"] is None  # the tiny size times no decode
     het = res["rows"][0]
     assert len(het["variants"]) == len(res["teacher"]["pattern"])
     assert sum(het["block_params"]) < sum(het["parent_block_params"])
