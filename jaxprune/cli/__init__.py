@@ -16,6 +16,7 @@ Commands:
   train       plain language-model training
   elastic     nested submodels of one parent with a trained router (Nemotron Elastic)
   extract     one budget's child of an elastic checkpoint
+  dmc         retrofit attention with DMC: learned KV-cache compression (per head)
   generate    generate text from prompts, streaming tokens
   bench       prefill / decode throughput, time to first token and cache size, side by side
 
@@ -51,6 +52,7 @@ _PATH_ERRORS = (
 def build_parser() -> argparse.ArgumentParser:
     from jaxprune.cli import (
         compress,
+        dmc,
         elastic,
         evaluate,
         inference,
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed(p)
     sub = p.add_subparsers(dest="command", required=True)
     _with_defaults_in_help(sub)
-    for module in (compress, model, evaluate, prune, puzzle, train, elastic, inference):
+    for module in (compress, model, evaluate, prune, puzzle, train, elastic, dmc, inference):
         module.add_parsers(sub)
     return p
 

@@ -10,6 +10,8 @@ from jaxprune.errors import UserError
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from jaxprune.data import load_rows
+    from jaxprune.dmc.measure import kv_compression
+    from jaxprune.dmc.retrofit import dmc_blocks
     from jaxprune.evaluation import evaluate_lm_loss
     from jaxprune.models import resolve_model
 
@@ -31,13 +33,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_lm_loss(
         loaded.model, rows, batch_size=args.batch_size, progress=not args.json
     )
+    if dmc_blocks(loaded.config):
+        result["kv_compression"] = kv_compression(loaded.model, rows, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(
-            f"loss {result['loss']:.4f} nats, ppl {result['ppl']:.3f} over "
-            f"{result['tokens']:,} tokens ({result['rows']} rows)"
-        )
+        return 0
+    print(
+        f"loss {result['loss']:.4f} nats, ppl {result['ppl']:.3f} over "
+        f"{result['tokens']:,} tokens ({result['rows']} rows)"
+    )
+    if "kv_compression" in result:
+        kv = result["kv_compression"]
+        per = ", ".join(f"block {i}: {b['ratio']:.2f}x" for i, b in kv["blocks"].items())
+        print(f"KV cache compression {kv['ratio']:.2f}x ({kv['slots']:,} slots; {per})")
     return 0
 
 

@@ -1,6 +1,7 @@
 """gin: the only module that imports it. Binds the library's config dataclasses
 (``TrainConfig``, ``LossConfig``, ``OptimConfig``, ``CompressConfig``, ``ScoreConfig``,
-``SearchConfig``, ``PuzzleConfig``) as configurables named ``<Name>`` / ``jaxprune.<Name>``."""
+``SearchConfig``, ``PuzzleConfig``, ``DMCTrainConfig``) as configurables named ``<Name>`` /
+``jaxprune.<Name>``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ _REGISTERED = False
 
 
 def _configurables() -> tuple[type, ...]:
+    from jaxprune.dmc.objective import DMCTrainConfig
     from jaxprune.pipeline import CompressConfig
     from jaxprune.pruning.scoring import ScoreConfig
     from jaxprune.puzzle.full import PuzzleConfig
@@ -21,7 +23,7 @@ def _configurables() -> tuple[type, ...]:
     from jaxprune.train.config import LossConfig, OptimConfig, TrainConfig
 
     return (TrainConfig, LossConfig, OptimConfig, CompressConfig, ScoreConfig, SearchConfig,
-            PuzzleConfig)  # fmt: skip
+            PuzzleConfig, DMCTrainConfig)  # fmt: skip
 
 
 def _register() -> None:
@@ -37,6 +39,12 @@ def _register() -> None:
 def config_from_gin(files: Sequence[str], params: Sequence[str], target: type):
     """``target()`` (one of the config dataclasses) built by gin from ``files`` and
     ``params`` bindings; UserError (one line) for a missing file or a bad binding."""
+    return configs_from_gin(files, params, (target,))[0]
+
+
+def configs_from_gin(files: Sequence[str], params: Sequence[str], targets: Sequence[type]):
+    """One instance per ``targets`` entry, all from the same bindings (a binding must
+    reach at least one of them)."""
     import gin
 
     _register()
@@ -47,7 +55,7 @@ def config_from_gin(files: Sequence[str], params: Sequence[str], target: type):
         gin.add_config_file_search_path(str(Path(f).resolve().parent))  # for `include`
     try:
         gin.parse_config_files_and_bindings(list(files), list(params))
-        cfg = _fill_nested(gin.get_configurable(target)())
+        cfgs = tuple(_fill_nested(gin.get_configurable(t)()) for t in targets)
     except (ValueError, TypeError, KeyError, SyntaxError) as e:
         raise UserError(f"gin config: {str(e).strip().splitlines()[0]}") from e
     unused = _unused_bindings()
@@ -57,7 +65,7 @@ def config_from_gin(files: Sequence[str], params: Sequence[str], target: type):
             "its configurable is never built: bind it where it is used, e.g. "
             "'TrainConfig.optim = @OptimConfig()')"
         )
-    return cfg
+    return cfgs
 
 
 def _bound_anywhere(cls: type, name: str) -> bool:

@@ -47,9 +47,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     decoder = Decoder(
         loaded.model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
     )
-    if args.prompt_ids:
-        return _generate_ids(args, loaded, decoder)
-    return _generate_text(args, loaded, decoder)
+    status = (_generate_ids if args.prompt_ids else _generate_text)(args, loaded, decoder)
+    _report_dmc(decoder)
+    return status
+
+
+def _report_dmc(decoder) -> None:
+    """A DMC model's achieved cache compression (stderr, one line per block)."""
+    from jaxprune.dmc.measure import cache_compression
+
+    kv = None if decoder.last_cache is None else cache_compression(decoder.last_cache)
+    if kv is None:
+        return
+    print(
+        f"DMC KV cache: {kv['ratio']:.2f} tokens per slot, {kv['used_bytes']:,} bytes used "
+        f"(an ordinary cache: {kv['plain_bytes']:,})",
+        file=sys.stderr,
+    )
+    for i, b in kv["blocks"].items():
+        heads = ", ".join(f"{h:.2f}" for h in b["heads"])
+        print(f"  block {i}: {b['ratio']:.2f}x (per KV head: {heads})", file=sys.stderr)
 
 
 def _generate_ids(args: argparse.Namespace, loaded, decoder) -> int:

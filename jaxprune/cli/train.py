@@ -53,9 +53,12 @@ def _mesh(text: str) -> tuple[int, int, int]:
     return sizes  # type: ignore[return-value]
 
 
-def build_train_config(args: argparse.Namespace, *, distill: bool) -> TrainConfig:
-    """gin (if any) <- explicit flags. ``train`` always uses plain cross-entropy."""
-    cfg = train_config_from_gin(args.gin_file or [], args.gin_param or [])
+def build_train_config(
+    args: argparse.Namespace, *, distill: bool, base: TrainConfig | None = None
+) -> TrainConfig:
+    """gin (if any; or ``base``, a gin-built config) <- explicit flags. ``train`` always
+    uses plain cross-entropy."""
+    cfg = base or train_config_from_gin(args.gin_file or [], args.gin_param or [])
     changes: dict[str, Any] = {
         k: getattr(args, k) for k in (*RUN_FLAGS, "mesh", "remat") if hasattr(args, k)
     }

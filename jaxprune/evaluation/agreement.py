@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.data.rows import check_rows
-from jaxprune.evaluation.lm_loss import _padded_batch
+from jaxprune.evaluation.lm_loss import padded_batch
 from jaxprune.nn.model import HybridLM
 from jaxprune.ops.loss import token_nll
 
@@ -64,8 +64,8 @@ def next_token_metrics(
     tops = []
     ref = np.zeros((n, t), np.int32) if parent_top is None else np.asarray(parent_top, np.int32)
     for start in range(0, n, b):
-        tokens, mask = _padded_batch(rows, start, b)
-        parent, _ = _padded_batch(ref, start, b)
+        tokens, mask = padded_batch(rows, start, b)
+        parent, _ = padded_batch(ref, start, b)
         *s, top = jax.device_get(fn(state, tokens, mask, parent))
         totals += np.asarray(s, np.float64)
         tops.append(np.asarray(top)[: int(mask.sum())])

@@ -81,7 +81,7 @@ def evaluate_lm_loss(
 
         pending = None
         for start in range(0, n, b):
-            tokens, mask = _padded_batch(rows, start, b)
+            tokens, mask = padded_batch(rows, start, b)
             out = fn(state, tokens, mask)  # dispatched asynchronously
             if pending is not None:  # read the previous batch while this one runs
                 consume(*pending)
@@ -95,7 +95,7 @@ def evaluate_lm_loss(
     return {"loss": loss, "ppl": _exp(loss), "tokens": count, "rows": n}
 
 
-def _padded_batch(rows: np.ndarray, start: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+def padded_batch(rows: np.ndarray, start: int, b: int) -> tuple[np.ndarray, np.ndarray]:
     """rows[start:start + b] padded with token-0 rows to b: tokens (b, T) int32, mask (b,)."""
     chunk = rows[start : start + b]
     k = len(chunk)

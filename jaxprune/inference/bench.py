@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.counts import count_params
+from jaxprune.dmc.measure import cache_compression
 from jaxprune.errors import UserError
 from jaxprune.inference.generate import decode_loop, make_picker, prefill
 from jaxprune.nn.model import HybridLM
@@ -66,6 +67,8 @@ def bench_one(
     timed) and the best of ``repeats`` runs is kept. ``peak_bytes``: the larger of the two
     compiled functions' footprints (arguments + outputs + temporaries, XLA's estimate);
     ``device_peak_bytes``: the device allocator's process-wide peak where it reports one.
+    A model with DMC blocks also reports ``kv_compression`` (tokens per slot per block and
+    head) and ``kv_used_bytes_per_seq`` (bytes of the slots used; random prompts).
     """
     if min(prompt_len, batch, gen_len, repeats) < 1:
         raise UserError("bench: prompt length, batch, gen length and repeats must be >= 1")
@@ -94,8 +97,9 @@ def bench_one(
     ttft = decode = float("inf")
     for _ in range(repeats):
         t_pre, (tok, cache) = _timed(pre_c, state, prompt, new_cache(), key)
-        t_dec, _ = _timed(loop_c, state, tok, cache, keys)
+        t_dec, (_, cache) = _timed(loop_c, state, tok, cache, keys)
         ttft, decode = min(ttft, t_pre), min(decode, t_dec)
+    dmc = cache_compression(cache)
     nbytes = model.init_cache(1, max_len).nbytes()
     peaks = [p for p in (_peak_estimate(pre_c), _peak_estimate(loop_c)) if p is not None]
     steps = gen_len - 1
@@ -112,6 +116,10 @@ def bench_one(
         "ssm_bytes_per_seq": nbytes["ssm"] + nbytes["conv"],
         "peak_bytes": max(peaks) if peaks else None,
         "device_peak_bytes": _device_peak(),
+        # DMC blocks: the slots actually used (what a paged cache would hold) and the
+        # tokens per slot per block and KV head, after the last timed generation
+        "kv_used_bytes_per_seq": None if dmc is None else dmc["used_bytes"] // batch,
+        "kv_compression": dmc,
     }
 
 

@@ -15,6 +15,7 @@ _COLUMNS = (
     ("decode_tok_s", "decode tok/s", 1.0),
     ("ttft_s", "TTFT (ms)", 1e-3),
     ("kv_bytes_per_seq", "KV MiB/seq", 2**20),
+    ("kv_used_bytes_per_seq", "KV used MiB/seq", 2**20),
     ("ssm_bytes_per_seq", "SSM+conv MiB/seq", 2**20),
     ("peak_bytes", "peak MiB", 2**20),
 )
@@ -48,7 +49,28 @@ def to_markdown(report: dict) -> str:
         cells = [_fmt(r.get(k), s) for k, _, s in _COLUMNS]
         cells += [_fmt(r.get(k), 1.0) for k, _ in _RATIOS]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += dmc_lines(report["rows"])
     return "\n".join(lines) + "\n"
+
+
+def dmc_lines(rows: list[dict]) -> list[str]:
+    """Per DMC row: the KV compression (tokens per used slot) per block and KV head."""
+    out = []
+    for r in rows:
+        kv = r.get("kv_compression")
+        if not kv:
+            continue
+        if not out:
+            out += ["", "DMC KV compression (tokens per used cache slot), per block: heads"]
+        per = "; ".join(
+            f"block {i} {b['ratio']:.2f}x ({', '.join(f'{h:.2f}' for h in b['heads'])})"
+            for i, b in kv["blocks"].items()
+        )
+        out.append(
+            f"- {r['model']} prompt {r['prompt_len']} batch {r['batch']}: "
+            f"{kv['ratio']:.2f}x overall; {per}"
+        )
+    return out
 
 
 def baseline(report: dict) -> str:

@@ -19,7 +19,9 @@ from jaxprune.nn.model import HybridLM
 
 class Decoder:
     """Jitted ``prefill(state, prompt, cache, key)`` and ``step(state, tok, cache, key)``,
-    each returning (next token (b,) int32, cache). The cache is donated to ``step``."""
+    each returning (next token (b,) int32, cache). The cache is donated to ``step``;
+    ``last_cache`` is the newest one :meth:`stream` produced (e.g. to read a DMC cache's
+    compression, :func:`jaxprune.dmc.measure.cache_compression`)."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class Decoder:
         pick = make_picker(temperature, top_k, top_p)
         self.model = model
         self.cache_dtype = cache_dtype
+        self.last_cache: Cache | None = None
         self.prefill = jax.jit(
             lambda s, p, c, k: prefill(nnx.merge(graphdef, s), p, c, k, pick),
             donate_argnums=2,
@@ -74,9 +77,11 @@ class Decoder:
         state = nnx.state(self.model)
         cache = self.init_cache(b, max_len, offset)
         tok, cache = self.prefill(state, prompt, cache, jax.random.fold_in(key, 0))
+        self.last_cache = cache
         yield np.asarray(tok)
         for i in range(1, max_new_tokens):
             tok, cache = self.step(state, tok, cache, jax.random.fold_in(key, i))
+            self.last_cache = cache
             yield np.asarray(tok)
 
 
