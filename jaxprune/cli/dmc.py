@@ -90,6 +90,7 @@ def cmd_dmc(args: argparse.Namespace) -> int:
             eval_source=eval_src,
             family=loaded.family,
             hf_config=loaded.hf_config,
+            aux_dir=loaded.source,
         ),
         Path(args.out),
     )

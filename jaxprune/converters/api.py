@@ -17,7 +17,13 @@ import numpy as np
 from jaxprune.config import ModelConfig
 from jaxprune.converters.families import check_family, family_module
 from jaxprune.converters.fsutil import CheckpointError, atomic_output_dir, copy_aux_files
-from jaxprune.converters.hf_config import infer_model_type, read_hf_config, write_hf_config
+from jaxprune.converters.hf_config import (
+    apply_extras,
+    infer_model_type,
+    read_hf_config,
+    with_extras,
+    write_hf_config,
+)
 from jaxprune.converters.io import open_checkpoint, write_safetensors
 from jaxprune.converters.native import (
     grouped,
@@ -133,7 +139,7 @@ def read_hf(src: str | Path) -> tuple[ModelConfig, str, dict, list[Rule]]:
     hf = read_hf_config(src)
     model_type = hf.get("model_type")
     fam = family_module(model_type)
-    cfg = fam.config_from_hf(hf)
+    cfg = apply_extras(fam.config_from_hf(hf), hf)
     return cfg, model_type, hf, fam.rules(cfg)
 
 
@@ -222,7 +228,7 @@ def export(
     fam = check_family(cfg, model_type, meta.get("family"))
     fam.check_exportable(cfg, model_type, **options)
     template = meta.get("hf_config") if meta.get("family") == model_type else None
-    hf = fam.config_to_hf(cfg, template, model_type, **options)
+    hf = with_extras(fam.config_to_hf(cfg, template, model_type, **options), cfg)
     hf["dtype"] = "bfloat16" if np_dtype == DTYPES["bf16"] else "float32"
     hf.pop("torch_dtype", None)
     by_group = dict(rule_groups(fam.rules(cfg)))

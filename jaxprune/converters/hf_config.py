@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from jaxprune.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from jaxprune.config import (
+    AttentionConfig,
+    DMCConfig,
+    Mamba2Config,
+    MLPConfig,
+    ModelConfig,
+    MoEConfig,
+)
 from jaxprune.errors import UserError
 
 
@@ -43,6 +51,42 @@ def encode_json(obj: Any) -> Any:
 
 def write_hf_config(cfg: dict, path: Path) -> None:
     path.write_text(json.dumps(encode_json(cfg), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+#: the key of an HF config.json under which jaxprune keeps what transformers has no field
+#: for (transformers ignores unknown keys, so a plain load still works)
+EXTRAS_KEY = "jaxprune"
+
+
+def with_extras(hf: dict, cfg: ModelConfig) -> dict:
+    """``hf`` with ``cfg``'s DMC settings under ``config.json["jaxprune"]["dmc"]``
+    ({attention block index (str): DMCConfig fields}); a stale entry is dropped."""
+    hf = dict(hf)
+    extras = {k: v for k, v in dict(hf.pop(EXTRAS_KEY, None) or {}).items() if k != "dmc"}
+    dmc = {
+        str(i): dataclasses.asdict(layer.dmc)
+        for i, layer in enumerate(cfg.layers)
+        if isinstance(layer, AttentionConfig) and layer.dmc is not None
+    }
+    if dmc:
+        extras["dmc"] = dmc
+    if extras:
+        hf[EXTRAS_KEY] = extras
+    return hf
+
+
+def apply_extras(cfg: ModelConfig, hf: dict) -> ModelConfig:
+    """``cfg`` (read from ``hf``) with the settings :func:`with_extras` recorded."""
+    dmc = (hf.get(EXTRAS_KEY) or {}).get("dmc") or {}
+    if not dmc:
+        return cfg
+    layers = list(cfg.layers)
+    for key, fields in dmc.items():
+        i = int(key)
+        if not (0 <= i < len(layers) and isinstance(layers[i], AttentionConfig)):
+            raise UserError(f"config.json: jaxprune.dmc names block {key}, not an attention block")
+        layers[i] = dataclasses.replace(layers[i], dmc=DMCConfig(**fields))
+    return cfg.replace(layers=tuple(layers))
 
 
 def infer_model_type(cfg: ModelConfig) -> str:

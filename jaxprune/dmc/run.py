@@ -41,6 +41,7 @@ def retrofit_dmc(
     eval_source=None,
     family: str | None = None,
     hf_config: dict | None = None,
+    aux_dir: str | Path | None = None,
 ) -> RunResult:
     """Retrofit ``model`` with DMC and train it for ``train.steps``. With a teacher loss
     (``train.loss.uses_teacher``) the teacher is ``teacher``, by default ``model`` as
@@ -60,4 +61,5 @@ def retrofit_dmc(
         view=DMCView(dmc, train.steps),
         family=family,
         hf_config=hf_config,
+        aux_dir=aux_dir,
     )

@@ -1,9 +1,11 @@
 """``jaxprune compress``: load -> (teacher correction) -> importance -> search or fixed targets
--> prune -> distill -> evaluate -> export, every stage cached under OUT and resumable.
+-> prune -> distill -> (DMC) -> evaluate -> export, every stage cached under OUT and
+resumable.
 
 Each stage calls the same library function as the separate command (:func:`score_with` as
 ``importance``, :func:`search_with` as ``search``, :func:`~jaxprune.pruning.prune.prune` as
-``prune``, :func:`~jaxprune.train.run` as ``distill``, :func:`evaluate_lm_loss` as ``eval``,
+``prune``, :func:`~jaxprune.train.run` as ``distill``, :func:`~jaxprune.dmc.run.retrofit_dmc`
+as ``dmc``, :func:`evaluate_lm_loss` as ``eval``,
 :func:`~jaxprune.converters.api.export` as ``export``) and writes its output atomically (a
 native checkpoint, a scores file, a JSON). Everything is validated before OUT is touched
 (targets, the budget, the data: :mod:`jaxprune.pipeline.checks`). Outputs are cached by
@@ -26,6 +28,7 @@ from jaxprune.atomic import atomic_output_dir, atomic_write_text
 from jaxprune.converters.api import export
 from jaxprune.converters.native import load_native, save_native
 from jaxprune.counts import count_params
+from jaxprune.dmc.objective import DMCTrainConfig
 from jaxprune.errors import UserError
 from jaxprune.pipeline.cache import StageCache, data_fingerprint, model_fingerprint
 from jaxprune.pruning.scoring import ScoreConfig, Scores, score_with
@@ -43,6 +46,7 @@ OUTPUTS = {
     "architecture": ("arch.json", "search", "puzzle"),
     "prune": ("pruned",),
     "distillation": ("student",),
+    "dmc": ("dmc",),
     "evaluation": ("eval.json",),
     "export": ("hf",),
 }
@@ -55,7 +59,9 @@ class CompressConfig:
     MIP, a heterogeneous student) decide the student architecture; ``calibration`` says how
     importance is estimated (aggregation, depth ranking, samples) and which ablation
     switches prune (``ranking`` / ``seed``, ``mamba_grouping``), exactly as the
-    ``importance`` / ``prune`` flags do."""
+    ``importance`` / ``prune`` flags do. ``dmc`` adds a DMC retrofit of the distilled
+    student (trained with ``dmc_train``, default the ``distill`` settings, distilling from
+    the student as it was): a model that is smaller and also keeps a smaller KV cache."""
 
     model: str
     data: str
@@ -69,6 +75,8 @@ class CompressConfig:
     text_suffixes: tuple[str, ...] = (".txt",)
     teacher_correction: TrainConfig | None = None
     distill: TrainConfig = field(default_factory=TrainConfig)
+    dmc: DMCTrainConfig | None = None
+    dmc_train: TrainConfig | None = None
     export_dtype: str = "bf16"
     export_model_type: str | None = None
     export_per_layer_mlp: bool = False
@@ -81,6 +89,13 @@ class CompressConfig:
             )
         if self.eval_rows < 1:
             raise UserError(f"compress: eval_rows must be >= 1, got {self.eval_rows}")
+        if self.dmc_train is not None and self.dmc is None:
+            raise UserError("compress: dmc_train is set but dmc (the DMC stage) is not")
+
+    @property
+    def dmc_train_config(self) -> TrainConfig:
+        """The DMC stage's training settings."""
+        return self.dmc_train or self.distill
 
 
 @dataclass
@@ -119,7 +134,13 @@ def _prepare(cfg: CompressConfig) -> _Inputs:
         corpus = load_corpus(
             cfg.data, tokenizer=tok, vocab_size=vocab, text_suffixes=cfg.text_suffixes
         )
-    for name, tc in (("distill", cfg.distill), ("teacher_correction", cfg.teacher_correction)):
+    if cfg.dmc is not None:
+        from jaxprune.dmc.retrofit import with_dmc
+
+        with_dmc(src.config, None, cfg.dmc.blocks)  # UserError: no attention / bad blocks
+    dmc_train = cfg.dmc_train_config if cfg.dmc is not None else None
+    for name, tc in (("distill", cfg.distill), ("teacher_correction", cfg.teacher_correction),
+                     ("dmc_train", dmc_train)):  # fmt: skip
         if tc is not None:
             what = f"compress: data {cfg.data!r} ({name})"
             check_one_batch(corpus, batch_size=tc.batch_size, seq_len=tc.seq_len, what=what)
@@ -225,6 +246,12 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
         _train(cfg.distill, pruned, teacher, inp.corpus, student_dir, src, action == "resume")
         cache.finish("distillation")
     student, _ = load_native(student_dir)
+    final_dir, final = student_dir, student
+    if cfg.dmc is not None:
+        key, final = _dmc_stage(cfg, inp, cache, key, student)
+        final_dir = out / "dmc"
+    else:
+        cache.drop(["dmc"])
 
     eval_settings = [cfg.eval_rows, cfg.distill.seq_len, calib.batch_size]
     _, action = cache.enter(
@@ -233,11 +260,21 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
         {"distillation": key, "eval data": inp.eval_fp, "eval settings": eval_settings},
     )
     if action == "run":
+        models = [("teacher", teacher), ("pruned", pruned), ("distilled", student)]
+        if cfg.dmc is not None:
+            models.append(("dmc", final))
         table = [
             _eval_row(name, m, inp.eval_rows, calib.batch_size, evaluate_lm_loss)
-            for name, m in (("teacher", teacher), ("pruned", pruned), ("distilled", student))
+            for name, m in models
         ]
-        atomic_write_text(out / "eval.json", json.dumps({"rows": table}, indent=2))
+        record = {"rows": table}
+        if cfg.dmc is not None:
+            from jaxprune.dmc.measure import kv_compression
+
+            record["kv_compression"] = kv_compression(
+                final, inp.eval_rows, batch_size=calib.batch_size
+            )
+        atomic_write_text(out / "eval.json", json.dumps(record, indent=2))
         cache.finish("evaluation")
     summary = {"targets": targets, **json.loads((out / "eval.json").read_text())}
     if "puzzle" in arch:
@@ -251,7 +288,7 @@ def run_compress(cfg: CompressConfig, log=print) -> dict:
     if action == "run":
         hf_dir = out / "hf"
         try:
-            export(student_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type,
+            export(final_dir, hf_dir, dtype=cfg.export_dtype, model_type=cfg.export_model_type,
                    per_layer_mlp=cfg.export_per_layer_mlp)  # fmt: skip
             result = str(hf_dir)
         except UserError as e:  # e.g. per-layer widths: the native student stays the output
@@ -285,6 +322,23 @@ def _puzzle_stage(cfg: CompressConfig, inp: _Inputs, teacher, scores: dict, log)
                     hf_config=src.hf_config, aux_dir=src.source)  # fmt: skip
     variants = {str(b["block"]): b["variant"] for b in picked["blocks"]}
     return {"targets": {}, "puzzle": variants, "costs": picked["costs"]}
+
+
+def _dmc_stage(cfg: CompressConfig, inp: _Inputs, cache: StageCache, key: str, student):
+    """The DMC retrofit of the distilled ``student`` (resumable): (its key, the model)."""
+    from jaxprune.dmc.run import retrofit_dmc
+
+    tc = cfg.dmc_train_config
+    inputs = {"distillation": key, "data": inp.data_fp, "dmc": cfg.dmc,
+              "dmc train": _train_settings(tc)}  # fmt: skip
+    key, action = cache.enter("dmc", "DMC retrofit", inputs, resumable=True)
+    if action != "reuse":
+        src = inp.src
+        retrofit_dmc(student, train_source=inp.corpus, out=Path(cfg.out) / "dmc", train=tc,
+                     dmc=cfg.dmc, resume=action == "resume", family=src.family,
+                     hf_config=src.hf_config, aux_dir=src.source)  # fmt: skip
+        cache.finish("dmc")
+    return key, load_native(Path(cfg.out) / "dmc")[0]
 
 
 def _teacher_stage(cfg: CompressConfig, inp: _Inputs, cache: StageCache):

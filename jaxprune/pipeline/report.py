@@ -38,6 +38,11 @@ def report_lines(summary: dict) -> list[str]:
             f"| {r['model']} | {r['params']:,} | {r['active']:,} | {r['loss']:.4f} | "
             f"{r['ppl']:.2f} | {ratio} |"
         )
+    kv = summary.get("kv_compression")
+    if kv:
+        per = ", ".join(f"block {i} {b['ratio']:.2f}x" for i, b in kv["blocks"].items())
+        lines += ["", f"DMC KV-cache compression on the eval data: {kv['ratio']:.2f} tokens "
+                  f"per cache slot ({per})."]  # fmt: skip
     if "export" in summary:
         lines += ["", f"HF export: {summary['export']}"]
     return lines

@@ -146,8 +146,9 @@ def uniform_or_raise(cfg, *, per_layer_mlp: bool = False) -> None:
     first: dict[str, tuple[int, object]] = {}
     bad = []
     for i, layer in enumerate(cfg.layers):
-        if isinstance(layer, AttentionConfig):  # HF configs do express per-layer windows
-            layer = dataclasses.replace(layer, sliding_window=None)
+        if isinstance(layer, AttentionConfig):  # HF configs do express per-layer windows,
+            # and per-block DMC settings go under config.json's "jaxprune" key
+            layer = dataclasses.replace(layer, sliding_window=None, dmc=None)
         if per_layer_mlp and isinstance(layer, MLPConfig):
             layer = dataclasses.replace(layer, intermediate=1)
         j, ref = first.setdefault(layer.kind, (i, layer))
