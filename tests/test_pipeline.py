@@ -120,3 +120,37 @@ def test_compress_config_needs_targets_or_a_budget():
 
     with pytest.raises(ValueError, match="exactly one"):
         CompressConfig(model="m", data="d", out="o")
+
+
+@pytest.mark.slow
+def test_compress_with_a_dmc_stage_gives_a_smaller_model_with_a_smaller_cache(setup, capsys):
+    tmp, gin = setup
+    binds = [
+        "CompressConfig.dmc = @DMCTrainConfig()",
+        "DMCTrainConfig.target_ratio = 2.0",
+        "DMCTrainConfig.init_val = 1.0",
+        "DMCTrainConfig.weight = 10.0",
+        "CompressConfig.dmc_train = @dmc/TrainConfig()",
+        "dmc/TrainConfig.steps = 12",
+        "dmc/TrainConfig.batch_size = 4",
+        "dmc/TrainConfig.seq_len = 16",
+        "dmc/TrainConfig.compute_dtype = 'float32'",
+        "dmc/TrainConfig.teacher_dtype = 'float32'",
+        "dmc/TrainConfig.mesh = (1, 1, 1)",
+        "dmc/TrainConfig.progress = False",
+        "dmc/TrainConfig.optim = @dmc/OptimConfig()",
+        "dmc/OptimConfig.lr = 0.03",
+    ]
+    args = ["compress", str(gin)] + [x for b in binds for x in ("--gin_param", b)]
+    assert main(args) == 0
+    assert "stage: DMC retrofit" in capsys.readouterr().out
+    out = tmp / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["teacher", "pruned", "distilled", "dmc"]
+    assert report["rows"][3]["params"] == report["rows"][2]["params"]  # no new parameters
+    assert report["kv_compression"]["ratio"] > 1.0
+    assert "DMC KV-cache compression" in (out / "report.md").read_text()
+    hf = json.loads((out / "hf" / "config.json").read_text())
+    assert hf["jaxprune"]["dmc"]  # the exported student keeps its DMC settings
+    assert main(args) == 0
+    assert "stage:" not in capsys.readouterr().out  # everything cached

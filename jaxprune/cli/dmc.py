@@ -55,6 +55,7 @@ def dmc_configs(args: argparse.Namespace):
 def cmd_dmc(args: argparse.Namespace) -> int:
     from jaxprune.data import load_corpus
     from jaxprune.data.pipeline import check_one_batch
+    from jaxprune.dmc.retrofit import with_dmc
     from jaxprune.dmc.run import retrofit_dmc
     from jaxprune.models import resolve_model
 
@@ -64,6 +65,7 @@ def cmd_dmc(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a run directory")
     loaded = resolve_model(args.model, tokenizer=args.tokenizer)
+    with_dmc(loaded.config, None, dmc.blocks)  # UserError: no attention, or a bad block
     vocab = loaded.config.vocab_size
     teacher = None
     if args.teacher:

@@ -29,6 +29,7 @@ from jaxprune.nn.model import HybridLM
 from jaxprune.nn.taps import (
     BlockInput,
     BlockIO,
+    DMCDecisions,
     ExpertHidden,
     ExpertOutputs,
     FinalHidden,
@@ -100,6 +101,8 @@ def _reducer(
                 out[_block(i) + "router_weight"] = jax.ops.segment_sum(
                     weights.reshape(-1) * w, idx.reshape(-1), num_segments=experts[i]
                 )
+            case DMCDecisions():  # a DMC block's cache decisions: no importance in them
+                pass
             case _:
                 raise TypeError(f"calibration: no statistic for tap record {type(r).__name__}")
 
