@@ -59,8 +59,10 @@ def bench_one(
     gen_len: int,
     repeats: int = 2,
     seed: int = 0,
+    prompt: jax.Array | None = None,
 ) -> dict:
-    """Time greedy generation of ``gen_len`` tokens after random prompts (batch, prompt_len).
+    """Time greedy generation of ``gen_len`` tokens after ``prompt`` (batch, prompt_len)
+    token ids (default: random ones).
 
     Prefill (with the first token's sampling) is the time to first token; decoding is the
     jitted ``lax.scan`` over the other ``gen_len - 1`` steps. Both are compiled first (not
@@ -75,9 +77,13 @@ def bench_one(
     graphdef, state = nnx.split(model)
     pick = make_picker()
     max_len = prompt_len + gen_len
-    prompt = jax.random.randint(
-        jax.random.key(seed), (batch, prompt_len), 0, model.config.vocab_size, jnp.int32
-    )
+    if prompt is None:
+        prompt = jax.random.randint(
+            jax.random.key(seed), (batch, prompt_len), 0, model.config.vocab_size, jnp.int32
+        )
+    elif tuple(prompt.shape) != (batch, prompt_len):
+        raise UserError(f"bench: prompt shape {tuple(prompt.shape)} != ({batch}, {prompt_len})")
+    prompt = jnp.asarray(prompt, jnp.int32)
     key = jax.random.key(seed + 1)
     keys = jax.random.split(key, max(gen_len - 1, 1))[: gen_len - 1]
 

@@ -26,3 +26,33 @@ def test_a_dmc_model_calibrates_and_prunes_to_a_dmc_model():
     np.testing.assert_allclose(
         np.asarray(masked_forward(model, mask, tokens)), np.asarray(small(tokens)), atol=1e-5
     )
+
+
+def test_pooled_kv_heads_are_group_means_and_keep_the_query_heads():
+    from jaxprune.dmc.gqa import pool_kv_heads
+    from jaxprune.nn.state import model_params
+
+    model = init_model(llama_config(), 0)
+    pooled = pool_kv_heads(model, 2)
+    i = next(j for j, x in enumerate(model.config.layers) if x.kind == "attention")
+    assert pooled.config.layers[i].num_kv_heads == 1
+    assert pooled.config.layers[i].num_heads == model.config.layers[i].num_heads
+    a, b = model_params(model), model_params(pooled)
+    key = f"blocks.{i}.mixer.k_proj"
+    np.testing.assert_allclose(b[key][:, 0], np.asarray(a[key]).mean(axis=1), rtol=1e-6)
+    # when both KV heads are equal, pooling does not change the model
+    same = dict(a)
+    for name in ("k_proj", "v_proj", "k_bias", "v_bias"):
+        for j, layer in enumerate(model.config.layers):
+            k = f"blocks.{j}.mixer.{name}"
+            if layer.kind == "attention" and k in same:
+                w = np.array(same[k])
+                w[..., 1, :] = w[..., 0, :]
+                same[k] = w
+    from jaxprune.nn.state import model_from_params
+
+    twin = model_from_params(model.config, same)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 53, (2, 10)))
+    np.testing.assert_allclose(
+        np.asarray(pool_kv_heads(twin, 2)(tokens)), np.asarray(twin(tokens)), atol=1e-5
+    )
