@@ -130,3 +130,23 @@ def tiny_train_config(**kw) -> TrainConfig:
         progress=False,
     )
     return TrainConfig(**{**base, **kw})
+
+
+def preempt_at(monkeypatch, n: int) -> None:
+    """Make the trainer receive SIGTERM while fetching its ``n``-th batch (the run saves a
+    checkpoint and returns ``"preempted"``); undo with ``monkeypatch.undo()``."""
+    import os
+    import signal
+
+    from jaxprune.train import trainer
+
+    calls = {"n": 0}
+    original = trainer._device_batch
+
+    def fetch(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(trainer, "_device_batch", fetch)

@@ -3,8 +3,6 @@ cache compression to the target, the run resumes bitwise after a preemption, and
 settings survive the native checkpoint and an HF export."""
 
 import json
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +18,8 @@ from jaxprune.dmc.run import retrofit_dmc
 from jaxprune.nn.model import init_model
 from jaxprune.nn.state import model_params
 from jaxprune.testing.configs import llama_config
-from jaxprune.train import LossConfig, OptimConfig, TrainConfig, trainer
+from jaxprune.testing.train import preempt_at
+from jaxprune.train import LossConfig, OptimConfig, TrainConfig
 
 CFG = llama_config()
 TOKENS = np.random.default_rng(0).integers(0, CFG.vocab_size, 6000).astype(np.int32)
@@ -89,19 +88,10 @@ def _start(plain, dmc):
 def test_a_preempted_retrofit_resumes_bitwise(plain, tmp_path, monkeypatch):
     dmc = DMCTrainConfig(target_ratio=2.0)
     _retrofit(plain, tmp_path / "straight", 6, dmc)
-    calls = {"n": 0}
-    original = trainer._device_batch
-
-    def preempt_at_3(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*a, **kw)
-
-    monkeypatch.setattr(trainer, "_device_batch", preempt_at_3)
+    preempt_at(monkeypatch, 3)
     out = tmp_path / "run"
     assert _retrofit(plain, out, 6, dmc).status == "preempted"
-    monkeypatch.setattr(trainer, "_device_batch", original)
+    monkeypatch.undo()
     assert _retrofit(plain, out, 6, dmc, resume=True).step == 6
     a = model_params(load_model(out)[0])
     b = model_params(load_model(tmp_path / "straight")[0])

@@ -1,7 +1,6 @@
 """Exact resume: SIGKILL / SIGTERM mid-run, then --resume, equals an uninterrupted run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,8 +12,7 @@ import pytest
 
 from jaxprune.converters.api import load_model
 from jaxprune.nn.state import model_params
-from jaxprune.testing.train import distill
-from jaxprune.train import trainer
+from jaxprune.testing.train import distill, preempt_at
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 8
@@ -68,21 +66,12 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, 
 @pytest.mark.slow
 def test_sigterm_saves_and_resume_finishes_identically(tmp_path, reference, monkeypatch):
     out = tmp_path / "run"
-    calls = {"n": 0}
-    original = trainer._device_batch
-
-    def preempt_at_3(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*a, **kw)
-
-    monkeypatch.setattr(trainer, "_device_batch", preempt_at_3)
+    preempt_at(monkeypatch, 3)
     result = distill(str(out), steps=STEPS, save_every=100)
     assert result.status == "preempted" and result.step == 3
     assert (out / "checkpoints" / "3" / "commit_success.txt").exists()
     assert not (out / "jaxprune.json").exists()
-    monkeypatch.setattr(trainer, "_device_batch", original)
+    monkeypatch.undo()
     result = distill(str(out), steps=STEPS, save_every=100, resume=True)
     assert result.status == "done" and result.step == STEPS
     _assert_bitwise(_params(out), reference)
