@@ -198,9 +198,13 @@ def decode_update(
 
 
 def write_slot(buf: jax.Array, x: jax.Array, slot: jax.Array) -> jax.Array:
-    """buf (b, S, Hkv, D) with x (b, Hkv, D) at ``slot`` (b, Hkv) (-1: unchanged)."""
-    at = jnp.arange(buf.shape[1])[None, :, None] == slot[:, None, :]
-    return jnp.where(at[..., None], x[:, None].astype(buf.dtype), buf)
+    """buf (b, S, Hkv, D) with x (b, Hkv, D) at ``slot`` (b, Hkv) (-1: unchanged). A
+    scatter, which XLA does in place on a donated cache (no copy of the buffer)."""
+    b, size, h, _ = buf.shape
+    bi = jnp.arange(b)[:, None]
+    hi = jnp.arange(h)[None, :]
+    idx = jnp.where(slot < 0, size, slot)
+    return buf.at[bi, idx, hi].set(x.astype(buf.dtype), mode="drop")
 
 
 def cache_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array) -> jax.Array:
