@@ -69,8 +69,10 @@ def bench_one(
     timed) and the best of ``repeats`` runs is kept. ``peak_bytes``: the larger of the two
     compiled functions' footprints (arguments + outputs + temporaries, XLA's estimate);
     ``device_peak_bytes``: the device allocator's process-wide peak where it reports one.
-    A model with DMC blocks also reports ``kv_compression`` (tokens per slot per block and
-    head) and ``kv_used_bytes_per_seq`` (bytes of the slots used; random prompts).
+    A model with DMC blocks decodes with its buffers cut after the prefill to the slots it
+    can still use (:meth:`~jaxprune.nn.cache.Cache.fit_dmc`; the KV bytes are of that
+    cache) and also reports ``kv_compression`` (tokens per slot per block and head) and
+    ``kv_used_bytes_per_seq`` (bytes of the slots actually used).
     """
     if min(prompt_len, batch, gen_len, repeats) < 1:
         raise UserError("bench: prompt length, batch, gen length and repeats must be >= 1")
@@ -99,14 +101,16 @@ def bench_one(
     cache = new_cache()
     pre_c = jax.jit(pre, donate_argnums=2).lower(state, prompt, cache, key).compile()
     tok, cache = pre_c(state, prompt, new_cache(), key)
+    cache = cache.fit_dmc(gen_len - 1)  # DMC blocks: buffers cut to the slots they can use
     loop_c = jax.jit(loop, donate_argnums=2).lower(state, tok, cache, keys).compile()
+    fitted = {k: v // batch for k, v in cache.nbytes().items()}
     ttft = decode = float("inf")
     for _ in range(repeats):
         t_pre, (tok, cache) = _timed(pre_c, state, prompt, new_cache(), key)
-        t_dec, (_, cache) = _timed(loop_c, state, tok, cache, keys)
+        t_dec, (_, cache) = _timed(loop_c, state, tok, cache.fit_dmc(gen_len - 1), keys)
         ttft, decode = min(ttft, t_pre), min(decode, t_dec)
     dmc = cache_compression(cache)
-    nbytes = model.init_cache(1, max_len).nbytes()
+    nbytes = fitted if dmc is not None else model.init_cache(1, max_len).nbytes()
     peaks = [p for p in (_peak_estimate(pre_c), _peak_estimate(loop_c)) if p is not None]
     steps = gen_len - 1
     return {

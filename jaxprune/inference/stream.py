@@ -77,6 +77,7 @@ class Decoder:
         state = nnx.state(self.model)
         cache = self.init_cache(b, max_len, offset)
         tok, cache = self.prefill(state, prompt, cache, jax.random.fold_in(key, 0))
+        cache = cache.fit_dmc(max_new_tokens - 1)  # DMC: only the slots it can still use
         self.last_cache = cache
         yield np.asarray(tok)
         for i in range(1, max_new_tokens):

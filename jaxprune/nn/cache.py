@@ -62,6 +62,20 @@ class Cache:
     pos: jax.Array
     offset: jax.Array | None = None
 
+    def fit_dmc(self, room: int, multiple: int = 64) -> Cache:
+        """This cache with each DMC block's buffers cut to the slots used so far plus
+        ``room`` (rounded up to ``multiple``, never past their size): after a prefill,
+        ``room`` = the tokens still to decode keeps every later decision exact (a full
+        buffer would force merges). Host-side: it reads the lengths."""
+        layers = []
+        for c in self.layers:
+            if isinstance(c, DMCCache):
+                used = int(np.asarray(c.length).max(initial=0))
+                cap = min(c.k.shape[1], -(-(used + room) // multiple) * multiple)
+                c = DMCCache(c.k[:, :cap], c.v[:, :cap], c.length, c.sums)
+            layers.append(c)
+        return dataclasses.replace(self, layers=tuple(layers))
+
     def nbytes(self) -> dict[str, int]:
         """Bytes held per cache kind: ``{"kv": ..., "ssm": ..., "conv": ...}`` (a DMC cache
         counts its allocated buffers under "kv"; see :meth:`DMCCache.used_bytes`)."""

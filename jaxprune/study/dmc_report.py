@@ -27,11 +27,12 @@ def render(res: dict) -> str:
         f"{res['eval_rows']} held-out rows of {res['seq_len']} tokens.",
         "",
         f"Long context: greedy decode of {m['decode_new']} tokens after a {m['context']:,}-"
-        "token held-out prompt, batch 1, fp32 cache. *KV at 4k* is per sequence; for DMC "
-        "it counts the slots used, as a paged cache would hold them. Here the buffers are "
-        "allocated at full length, and decode attends over all of them with a mask, so DMC "
-        "does not yet decode faster. *Max batch* is the most sequences whose caches plus "
-        f"the fp32 weights fit {m['memory_gb']} GB at that context.",
+        "token held-out prompt, batch 1, fp32 cache. *KV+state* is the cache allocated per "
+        "sequence; a DMC cache is cut after the prefill to the slots its heads used plus "
+        "the tokens still to decode (rounded up to 64; `Cache.fit_dmc`), the longest head "
+        "setting the size for all, and decoding attends over those slots. *Max batch* is "
+        "the most sequences whose caches plus the fp32 weights fit "
+        f"{m['memory_gb']} GB at that context.",
         "",
         "| model | method | r | loss before | loss after | tokens/slot (held-out) | "
         "tokens/slot (4k) | KV+state MiB/seq (4k) | decode tok/s | max batch |",

@@ -33,10 +33,11 @@ def test_dmc_mini_end_to_end_and_cached(tmp_path, capsys):
         rows = {(r["method"], r["ratio"]): r for r in res["rows"] if r["kind"] == kind}
         plain = rows[("plain", 1)]
         for r in (2, 4):
-            assert rows[("gqa", r)]["kv_allocated_bytes_per_seq"] * r == plain["kv_bytes_per_seq"]
+            assert rows[("gqa", r)]["kv_bytes_per_seq"] * r == plain["kv_bytes_per_seq"]
             dmc = rows[("dmc", r)]
             assert dmc["kv_compression"]["ratio"] >= 1.0 and dmc["loss_before"] > 0
             assert dmc["kv_bytes_per_seq"] <= plain["kv_bytes_per_seq"]
+            assert 0 < dmc["kv_used_bytes_per_seq"] <= dmc["kv_bytes_per_seq"]
     text = (out / "DMC.md").read_text()
     assert "| llama | dmc | 2 |" in text and (out / "dmc_heads.png").is_file()
     assert _script().main(args) == 0

@@ -112,3 +112,20 @@ def test_relaxed_decisions_are_random_and_hard_ones_are_not():
     assert not np.allclose(np.asarray(a), np.asarray(b))
     h0, h1 = model.hidden_states(TOKENS)[0], model.hidden_states(TOKENS)[0]
     np.testing.assert_array_equal(np.asarray(h0), np.asarray(h1))
+
+
+def test_a_fitted_cache_decodes_exactly_with_fewer_slots():
+    model = _mixed(llama_config(), seed=2)
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, 53, (2, 24)), jnp.int32)
+    full = np.asarray(model(tokens))
+    t0 = 16
+    cache = model.init_cache(2, 64)
+    logits, cache = model.step(tokens[:, :t0], cache)
+    cache = cache.fit_dmc(tokens.shape[1] - t0, multiple=1)
+    sizes = [c.k.shape[1] for c in cache.layers if isinstance(c, DMCCache)]
+    assert sizes and max(sizes) < t0 + (tokens.shape[1] - t0)  # smaller than plain needs
+    steps = [np.asarray(logits)]
+    for i in range(t0, tokens.shape[1]):
+        logits, cache = model.step(tokens[:, i : i + 1], cache)
+        steps.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5)
