@@ -1,22 +1,16 @@
 """The miniature DMC experiment end to end at the tiny size: every (model, method, ratio)
 row is measured, GQA really shrinks the cache r times, a rerun is cached."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from jaxprune.testing.study import tiny_study_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.experiments import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("dm", ROOT / "experiments/dmc_mini.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("dmc_mini")
 
 
 @pytest.mark.slow

@@ -1,22 +1,16 @@
 """The miniature elastic experiment end to end on the study's tiny teacher: every budget has
 its elastic, separate and zero-shot losses, counts near the budgets, and a rerun is cached."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from jaxprune.testing.study import tiny_study_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.experiments import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("mini", ROOT / "experiments/elastic_mini.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("elastic_mini")
 
 
 @pytest.mark.slow

@@ -4,22 +4,16 @@ learning rate is the lowest recorded loss, and a rerun recomputes nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 from jaxprune.study.lr_sweep import best_lr, recommend_lr
 from jaxprune.testing.study import tiny_study_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.experiments import load_script
 
 
 def _main():
-    spec = importlib.util.spec_from_file_location("lr_sweep", ROOT / "experiments/lr_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return load_script("lr_sweep").main
 
 
 def test_best_lr_is_the_lowest_mean_at_that_length():

@@ -1,22 +1,16 @@
 """The miniature Puzzle experiment end to end on the study's tiny teacher: both methods at
 each compression meet the budget, are distilled, and a rerun is cached."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from jaxprune.testing.study import tiny_study_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.experiments import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("pz", ROOT / "experiments/puzzle_mini.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("puzzle_mini")
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ teacher, including that a rerun does no new work."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import statistics
 from pathlib import Path
@@ -21,15 +20,11 @@ from jaxprune.study.config import TINY
 from jaxprune.study.data import Split, check_disjoint
 from jaxprune.study.stats import match_value, mean_std, reproduced
 from jaxprune.testing.study import tiny_study_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.experiments import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("study_script", ROOT / "experiments/study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("study")
 
 
 def test_reproduced_rule_needs_a_gap_over_twice_the_larger_std():
