@@ -42,14 +42,14 @@ def dmc_configs(args: argparse.Namespace):
         args.gin_file or [], args.gin_param or [], (TrainConfig, DMCTrainConfig)
     )
     train = build_train_config(args, distill=args.loss == "kd", base=train)
-    changes = {
-        k: getattr(args, k)
-        for k in ("target_ratio", "ramp_fraction", "temperature", "blocks")
-        if getattr(args, k, None) is not None
+    flags = {
+        "target_ratio": args.target_ratio,
+        "ramp_fraction": args.ramp_fraction,
+        "temperature": args.temperature,
+        "blocks": args.blocks,
+        "weight": args.dmc_weight,
     }
-    if "dmc_weight" in args and args.dmc_weight is not None:
-        changes["weight"] = args.dmc_weight
-    return train, dataclasses.replace(dmc, **changes)
+    return train, dataclasses.replace(dmc, **{k: v for k, v in flags.items() if v is not None})
 
 
 def cmd_dmc(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ def retrofit_dmc(
         student=dmc_student(model, dmc),
         train_source=train_source,
         out=out,
-        teacher=teacher if train.loss.uses_teacher else None,
+        teacher=teacher if train.loss.uses_teacher else None,  # CE only: none is needed
         eval_source=eval_source,
         resume=resume,
         view=DMCView(dmc, train.steps),

@@ -45,7 +45,7 @@ from jaxprune.study.cache import RunCache
 from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import default_data, prepare
 from jaxprune.study.run import machine_info
-from jaxprune.study.runs import train_resumable
+from jaxprune.study.runs import resume_or_clear, train_resumable
 
 #: bumped to re-time every variant (no retraining): when the decode path changes, or to
 #: time them on a quiet machine (4: after the fitted DMC cache, nothing else running)
@@ -86,15 +86,6 @@ def architecture(kind: str, vocab: int, mini: DMCMiniConfig) -> ModelConfig:
     return ModelConfig.from_pattern("M-*-" * mini.layers, vocab_size=vocab, hidden=mini.hidden,
                                     mamba=mamba, attention=attn, mlp=MLPConfig(mini.ffn),
                                     name="dmc-mini-hybrid")  # fmt: skip
-
-
-def _resumed(d: Path) -> bool:
-    """Whether ``d`` holds an interrupted run's checkpoints (else it is cleared)."""
-    ckpts = d / "checkpoints"
-    if ckpts.is_dir() and any(ckpts.iterdir()):
-        return True
-    shutil.rmtree(d, ignore_errors=True)
-    return False
 
 
 def run_dmc_mini(
@@ -154,7 +145,7 @@ def run_dmc_mini(
                     run_dir = d / "model"
                     retrofit_dmc(teacher, train_source=split.train_corpus(), out=run_dir,
                                  train=train_cfg(mini.retrofit_steps, True), dmc=dmc,
-                                 resume=_resumed(run_dir))  # fmt: skip
+                                 resume=resume_or_clear(run_dir))  # fmt: skip
                     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                     model = load_native(run_dir)[0]
                 wall = time.perf_counter() - t0

@@ -27,15 +27,22 @@ from jaxprune.study.config import StudyConfig
 from jaxprune.study.data import Split
 
 
+def resume_or_clear(out: Path) -> bool:
+    """True when ``out`` holds an interrupted run's checkpoints (resume it); else ``out``
+    is removed so the run starts clean."""
+    ckpts = out / "checkpoints"
+    if ckpts.is_dir() and any(ckpts.iterdir()):
+        return True
+    shutil.rmtree(out, ignore_errors=True)
+    return False
+
+
 def train_resumable(tc, model, split: Split, out: Path, teacher=None):
     """Train into ``out``, resuming its checkpoint when an earlier run was interrupted;
     the checkpoints are dropped once the trained model is exported."""
-    ckpts = out / "checkpoints"
-    resume = ckpts.is_dir() and any(ckpts.iterdir())
-    if not resume:
-        shutil.rmtree(out, ignore_errors=True)
+    resume = resume_or_clear(out)
     trained = train_small(tc, model, split.train_corpus(), out, teacher, resume)
-    shutil.rmtree(ckpts, ignore_errors=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return trained
 
 
